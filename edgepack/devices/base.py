@@ -1,0 +1,51 @@
+"""What edgepack needs from a device, whoever the device is.
+
+A host run and a device run differ only in the Device they are given: deploy pushes files, runs
+one shell command, pulls files. Commands are strings for a POSIX shell (Android's toybox sh or a
+board's /bin/sh), built by the caller with shlex.quote around every argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+ProgressCallback = Callable[[int], None]  # bytes transferred since the last call
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    serial: str
+    kind: str  # "host", "android" or "linux"
+    state: str  # adb's state: "device", "offline", "unauthorized"...; "device" for the host
+    model: str | None = None
+    manufacturer: str | None = None
+    abis: list[str] = field(default_factory=list)
+    sdk: int | None = None
+    release: str | None = None
+    soc: str | None = None
+    machine: str | None = None  # uname -m
+    free_bytes: int | None = None  # in the working directory edgepack uses
+    virtual: bool = False
+    runner_target: str | None = None  # the runner this device runs, when it can be told
+
+
+@dataclass(frozen=True)
+class ShellResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+class Device(Protocol):
+    serial: str
+
+    def info(self) -> DeviceInfo: ...
+
+    def shell(self, command: str, timeout: float | None = None) -> ShellResult: ...
+
+    def push(self, local: Path, remote: str, progress: ProgressCallback | None = None) -> None: ...
+
+    def pull(self, remote: str, local: Path) -> None: ...

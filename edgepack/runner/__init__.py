@@ -1,0 +1,1 @@
+"""Running a bundle: the native edgepack-runner (built, cached, located) and the Python engine."""
