@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,11 @@ class ExportResult:
         return all(v.passed for case in self.validation for v in case.verdicts)
 
 
-def export(options: ExportOptions) -> ExportResult:
-    """Export, check and validate; the file appears at options.output only if it validates."""
+def export(options: ExportOptions, progress: Callable[[str], None] | None = None) -> ExportResult:
+    """Export, check and validate; the file appears at options.output only if it validates.
+
+    `progress` hears what is happening once the arguments have been checked and the module
+    built (export takes seconds)."""
     if options.exporter not in EXPORTERS:
         raise EdgepackError(
             f"--exporter must be one of {', '.join(EXPORTERS)}, not {options.exporter!r}"
@@ -97,6 +101,8 @@ def export(options: ExportOptions) -> ExportResult:
     )
     module.eval()
     example = _seeded_inputs(options.inputs, options.seed)
+    if progress:
+        progress(f"exporting {options.model_ref} with the {options.exporter} exporter ...")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")

@@ -61,9 +61,7 @@ def export(
         tolerance=Tolerance(rtol=rtol, atol=atol),
         force=force,
     )
-    if not json_out:
-        note(f"exporting {model} with the {exporter} exporter ...")
-    result = run_export(options)
+    result = run_export(options, progress=None if json_out else note)
     if json_out:
         emit_json(result)
     else:
