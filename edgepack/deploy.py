@@ -12,13 +12,20 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgepack.bundle import Bundle
 from edgepack.compare import OutputVerdict, compare_outputs, read_outputs
 from edgepack.devices.base import DeviceInfo
-from edgepack.errors import EdgepackError
+from edgepack.errors import EdgepackError, ExitCode
 from edgepack.runner.result import RunConfig, RunnerResult
 from edgepack.stats import LatencyStats, latency_stats
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from edgepack.devices.adb import AdbDevice
+    from edgepack.devices.base import ShellResult
 
 ENGINES = ("auto", "native", "python")
 
@@ -126,8 +133,15 @@ def _find_host_runner():  # type: ignore[no-untyped-def]
     return find_runner("host")
 
 
-def run_on_host(bundle: Bundle, config: RunConfig, engine: str = "auto") -> DeployResult:
-    """Run every test set of a bundle on this machine and judge the outputs."""
+def run_on_host(
+    bundle: Bundle, config: RunConfig, engine: str = "auto", work_dir: Path | None = None
+) -> DeployResult:
+    """Run every test set of a bundle on this machine and judge the outputs.
+
+    With `work_dir` the outputs are kept there (test_data_set_<k>/output_<i>.pb), and so is
+    onnxruntime's profile when config.profile asks for one; otherwise both go with a temporary
+    directory.
+    """
     if engine not in ENGINES:
         raise EdgepackError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     started = datetime.now(UTC).isoformat(timespec="seconds")
@@ -153,8 +167,9 @@ def run_on_host(bundle: Bundle, config: RunConfig, engine: str = "auto") -> Depl
     sets: list[SetResult] = []
     run_s = 0.0
     with tempfile.TemporaryDirectory(prefix="edgepack-run-") as tmp:
+        root = Path(work_dir) if work_dir is not None else Path(tmp)
         for test_set in bundle.manifest.test_sets:
-            out_dir = Path(tmp) / test_set.dir
+            out_dir = root / test_set.dir
             cfg = set_config(config, test_set.index)
             t0 = time.perf_counter()
             if runner is not None:
@@ -167,7 +182,8 @@ def run_on_host(bundle: Bundle, config: RunConfig, engine: str = "auto") -> Depl
                 from edgepack.runner.python_engine import run_python
 
                 result = run_python(
-                    bundle.predict_path, bundle.set_dir(test_set.index), out_dir, cfg
+                    bundle.predict_path, bundle.set_dir(test_set.index), out_dir, cfg,
+                    profile_prefix=str(root / "profile") if cfg.profile else None,
                 )
             run_s += time.perf_counter() - t0
             sets.append(SetResult(test_set.index, result, judge(bundle, test_set.index, out_dir)))
@@ -185,3 +201,217 @@ def run_on_host(bundle: Bundle, config: RunConfig, engine: str = "auto") -> Depl
         run_s=run_s,
         notes=notes,
     )
+
+
+# ---------------------------------------------------------------------------- devices over adb
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    runner_target: str | None = None  # overrides what the device's ABI / uname -m selects
+    keep: bool = False  # keep the run's directory (outputs, profile) on the device
+    break_lock: bool = False
+    work_dir: Path | None = None  # where pulled outputs and profiles stay; temporary otherwise
+
+
+class DeployListener:
+    """Hears the stages of a deploy; the CLI draws progress bars, bench logs per device."""
+
+    def stage(self, text: str) -> None:  # noqa: B027 - a no-op by default
+        pass
+
+    def transfer(self) -> object | None:
+        """A staging.TransferProgress for pushes, or None."""
+        return None
+
+
+def remote_paths(bundle_name: str, runner_id: str, run_id: str) -> tuple[str, str, str]:
+    """(runner dir, bundle dir, run dir) on the device.
+
+    Bundles are kept by name, so a redeploy of a changed bundle finds the previous files and
+    pushes only what changed; names are used as they are (quoted), apart from '/'.
+    """
+    from edgepack.devices.adb import DEVICE_ROOT
+
+    safe = bundle_name.replace("/", "_")
+    if safe in ("", ".", ".."):
+        safe = f"_{safe}_"
+    return (f"{DEVICE_ROOT}/bin/{runner_id}", f"{DEVICE_ROOT}/bundles/{safe}",
+            f"{DEVICE_ROOT}/runs/{run_id}")
+
+
+def deploy(
+    bundle: Bundle,
+    device: AdbDevice,
+    config: RunConfig,
+    options: DeployOptions | None = None,
+    listener: DeployListener | None = None,
+) -> DeployResult:
+    """Push the runner and the bundle (incrementally), run every test set, pull, compare."""
+    import os
+    import shlex
+
+    from edgepack.devices.adb import DEVICE_ROOT
+    from edgepack.devices.lock import device_lock
+    from edgepack.devices.staging import LocalFile, sync_dir
+    from edgepack.runner.cache import find_runner
+    from edgepack.runner.targets import get_target
+
+    options = options or DeployOptions()
+    listener = listener or DeployListener()
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    t_start = time.perf_counter()
+
+    listener.stage(f"{device.serial}: reading device properties")
+    info = device.info()
+    target_name = options.runner_target or info.runner_target
+    if target_name is None:
+        raise EdgepackError(
+            f"{device.serial}: no runner target for ABI {', '.join(info.abis) or '?'} "
+            f"(uname -m {info.machine or '?'}); pass --runner-target with one of the targets "
+            "`edgepack runner list` knows",
+            ExitCode.DEVICE,
+        )
+    target = get_target(target_name)
+    runner = find_runner(target.name)
+    if runner is None:
+        raise EdgepackError(
+            f"{device.serial} needs the {target.name} runner, which is not built: run "
+            f"`edgepack runner build --target {target.name}`",
+            ExitCode.DEVICE,
+        )
+    run_id = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    bin_dir, bundle_dir, run_dir = remote_paths(bundle.name, runner.id, run_id)
+
+    runner_files = [
+        LocalFile(f.name, runner.directory / f.name, f.sha256, f.size, f.executable)
+        for f in runner.files
+    ]
+    bundle_files = [
+        LocalFile(f.path, bundle.path / f.path, f.sha256, f.size) for f in bundle.manifest.files
+    ]
+    n_sets = len(bundle.manifest.test_sets)
+    lease = config.timeout_s * n_sets + 600
+    free = _free_bytes_probe(device, DEVICE_ROOT)
+    sets: list[SetResult] = []
+    run_s = 0.0
+    notes: list[str] = []
+    with device_lock(device, DEVICE_ROOT, lease, options.break_lock):
+        listener.stage(f"{device.serial}: pushing the {target.name} runner and {bundle.name}")
+        progress = listener.transfer()
+        r = sync_dir(device, runner_files, bin_dir, f"runner {target.name}", progress, free)
+        b = sync_dir(device, bundle_files, bundle_dir, f"bundle {bundle.name}", progress, free)
+        push_s = r.seconds + b.seconds
+        pull_s = 0.0
+        keep_local = options.work_dir is not None
+        local_root = Path(options.work_dir or tempfile.mkdtemp(prefix="edgepack-deploy-"))
+        try:
+            for test_set in bundle.manifest.test_sets:
+                cfg = set_config(config, test_set.index)
+                listener.stage(f"{device.serial}: running input set {test_set.index}")
+                remote_out = f"{run_dir}/{test_set.dir}"
+                args = [
+                    f"{bin_dir}/{runner.binary.name}",
+                    "--model", f"{bundle_dir}/{bundle.manifest.model.file}",
+                    "--inputs", f"{bundle_dir}/{test_set.dir}",
+                    "--output-dir", remote_out,
+                    *cfg.runner_args(),
+                ]
+                if cfg.profile:
+                    args += ["--profile", f"{run_dir}/profile_{test_set.index}"]
+                prefix = ["taskset", cfg.cpu_affinity] if cfg.cpu_affinity else []
+                timeout = max(1, int(round(cfg.timeout_s)))
+                command = (
+                    f"mkdir -p {shlex.quote(remote_out)} && cd {shlex.quote(run_dir)} && "
+                    f"LD_LIBRARY_PATH={shlex.quote(bin_dir)} "
+                    f"timeout -k 5 {timeout} "
+                    + " ".join(shlex.quote(a) for a in [*prefix, *args])
+                )
+                t0 = time.perf_counter()
+                shell = device.shell(command, timeout=cfg.timeout_s + 60)
+                elapsed = time.perf_counter() - t0
+                run_s += elapsed
+                result = _runner_result(device.serial, shell, elapsed, cfg.timeout_s)
+                t0 = time.perf_counter()
+                local_out = local_root / test_set.dir
+                local_out.mkdir(parents=True, exist_ok=True)
+                for i, _ in enumerate(result.outputs):
+                    device.pull(f"{remote_out}/output_{i}.pb", local_out / f"output_{i}.pb")
+                if result.profile_file:
+                    device.pull(result.profile_file,
+                                local_root / f"profile_{test_set.index}.json")
+                    result = _with_profile(result, local_root / f"profile_{test_set.index}.json")
+                pull_s += time.perf_counter() - t0
+                sets.append(SetResult(test_set.index, result,
+                                      judge(bundle, test_set.index, local_out)))
+        finally:
+            if not keep_local:
+                shutil.rmtree(local_root, ignore_errors=True)
+            if options.keep:
+                notes.append(f"kept the run's files on the device in {run_dir}")
+            else:
+                try:
+                    device.shell(f"rm -rf {shlex.quote(run_dir)}", 60)
+                except EdgepackError:
+                    pass  # the device is gone; the next deploy's runs/ are unaffected
+    return DeployResult(
+        bundle_name=bundle.name,
+        bundle_sha256=bundle.sha256,
+        device=info,
+        config=config,
+        engine="native",
+        runner_target=target.name,
+        sets=sets,
+        stats=latency_stats(sets[0].runner.latencies_ms),
+        started_at=started,
+        wall_s=time.perf_counter() - t_start,
+        run_s=run_s,
+        transfer=Transfer(
+            files_pushed=r.files_pushed + b.files_pushed,
+            bytes_pushed=r.bytes_pushed + b.bytes_pushed,
+            files_skipped=r.files_skipped + b.files_skipped,
+            bytes_skipped=r.bytes_skipped + b.bytes_skipped,
+            push_s=push_s,
+            pull_s=pull_s,
+        ),
+        notes=notes,
+    )
+
+
+def _free_bytes_probe(device: AdbDevice, root: str) -> Callable[[], int | None]:
+    """Free space where edgepack writes, asked for only when something must be pushed."""
+    import shlex
+
+    from edgepack.devices.adb import DEVICE_ROOT_PARENT, _df_free_bytes
+
+    def probe() -> int | None:
+        out = device.shell(
+            f"mkdir -p {shlex.quote(root)} 2>/dev/null; df -k {shlex.quote(root)} 2>/dev/null "
+            f"|| df -k {shlex.quote(DEVICE_ROOT_PARENT)}", 30).stdout.strip().splitlines()
+        return _df_free_bytes(out[-1]) if out else None
+
+    return probe
+
+
+def _runner_result(
+    serial: str, shell: ShellResult, elapsed: float, timeout_s: float
+) -> RunnerResult:
+    from edgepack.runner.result import parse_runner_output
+
+    code, stdout, stderr = shell.exit_code, shell.stdout, shell.stderr
+    if code in (124, 137) and elapsed >= timeout_s - 1:
+        raise EdgepackError(
+            f"{serial}: the runner hung past the timeout of {timeout_s:g} s and was killed on the "
+            "device; raise --timeout if the model is this slow",
+            ExitCode.DEVICE,
+        )
+    try:
+        return parse_runner_output(stdout, code, stderr)
+    except EdgepackError as exc:
+        raise EdgepackError(f"{serial}: {exc.message}", ExitCode.DEVICE) from None
+
+
+def _with_profile(result: RunnerResult, local: Path) -> RunnerResult:
+    from dataclasses import replace
+
+    return replace(result, profile_file=str(local))

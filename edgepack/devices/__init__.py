@@ -1,0 +1,1 @@
+"""Devices: what edgepack needs from one (base), adb devices, staging files, locks."""

@@ -1,0 +1,282 @@
+"""Devices reached through an adb server: phones over USB, boards running adbd, remote farms.
+
+The adb server is adbutils' default (127.0.0.1:5037), or ANDROID_ADB_SERVER_HOST/PORT, so a
+device behind another machine's adb server works unchanged. Pushes use the sync protocol's full
+64 KiB DATA chunks on adbutils' own sync connection (its `sync.push` sends 4 KiB).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgepack.devices.base import DeviceInfo, ProgressCallback, ShellResult
+from edgepack.errors import EdgepackError, ExitCode, short
+
+SYNC_CHUNK = 64 * 1024  # the protocol's maximum DATA payload
+S_IFREG = 0o100000
+
+
+def device_failure(message: str) -> EdgepackError:
+    return EdgepackError(message, ExitCode.DEVICE)
+
+
+@dataclass(frozen=True)
+class ServerAddress:
+    host: str
+    port: int
+
+    @classmethod
+    def from_env(cls) -> ServerAddress:
+        host = os.environ.get("ANDROID_ADB_SERVER_HOST", "127.0.0.1")
+        try:
+            port = int(os.environ.get("ANDROID_ADB_SERVER_PORT", "5037"))
+        except ValueError:
+            raise EdgepackError("ANDROID_ADB_SERVER_PORT must be a port number") from None
+        return cls(host, port)
+
+    @classmethod
+    def parse(cls, text: str) -> ServerAddress:
+        host, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit():
+            raise EdgepackError(f"adb server {text!r}: expected HOST:PORT, e.g. 127.0.0.1:5037")
+        return cls(host or "127.0.0.1", int(port))
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def adb_client(server: ServerAddress | None = None) -> Any:
+    import adbutils
+
+    address = server or ServerAddress.from_env()
+    return adbutils.AdbClient(host=address.host, port=address.port, socket_timeout=30)
+
+
+@dataclass(frozen=True)
+class Listed:
+    serial: str
+    state: str
+
+
+def list_serials(server: ServerAddress | None = None) -> list[Listed]:
+    """Every device the server knows, offline and unauthorized ones included."""
+    import adbutils
+
+    address = server or ServerAddress.from_env()
+    try:
+        return [Listed(d.serial, d.state) for d in adb_client(address).list()]
+    except (adbutils.AdbError, OSError) as exc:
+        raise device_failure(
+            f"cannot reach the adb server at {address} ({short(exc)}); start it with "
+            "`adb start-server`, or point ANDROID_ADB_SERVER_HOST/PORT at a running one"
+        ) from None
+
+
+def resolve_device(serial: str | None, server: ServerAddress | None = None) -> AdbDevice:
+    """--device SERIAL, else ANDROID_SERIAL, else the only device connected."""
+    address = server or ServerAddress.from_env()
+    listed = list_serials(address)
+    wanted = serial or os.environ.get("ANDROID_SERIAL") or None
+    if wanted is None:
+        ready = [d for d in listed if d.state == "device"]
+        if len(ready) == 1:
+            wanted = ready[0].serial
+        elif not listed:
+            raise device_failure(f"no device is connected to the adb server at {address}")
+        else:
+            names = ", ".join(f"{d.serial} ({d.state})" for d in listed)
+            raise device_failure(
+                f"{len(ready)} devices are ready ({names}): choose one with --device SERIAL "
+                "or ANDROID_SERIAL"
+            )
+    match = next((d for d in listed if d.serial == wanted), None)
+    if match is None:
+        names = ", ".join(f"{d.serial} ({d.state})" for d in listed) or "none"
+        raise device_failure(f"device {wanted!r} not found on {address} (connected: {names})")
+    if match.state != "device":
+        hint = {
+            "unauthorized": "accept the USB debugging prompt on the device",
+            "offline": "reconnect it, or restart adbd on the device",
+        }.get(match.state, "check its connection")
+        raise device_failure(f"device {wanted!r} is {match.state}: {hint}")
+    return AdbDevice(wanted, address)
+
+
+class AdbDevice:
+    """One device behind an adb server, with what deploy needs: shell, push, pull, facts."""
+
+    def __init__(self, serial: str, server: ServerAddress | None = None) -> None:
+        self.serial = serial
+        self.server = server or ServerAddress.from_env()
+        self._adb = adb_client(self.server).device(serial)
+        self._features: set[str] | None = None
+
+    # ------------------------------------------------------------------ shell
+
+    def features(self) -> set[str]:
+        if self._features is None:
+            self._features = set(self._call("read its features", self._adb.get_features)
+                                 .split(","))
+        return self._features
+
+    def shell(self, command: str, timeout: float | None = None) -> ShellResult:
+        """Run one command line in the device's shell; stdout and stderr apart when the device
+        speaks shell v2 (stderr merged into stdout otherwise)."""
+        v2 = "shell_v2" in self.features()
+        result = self._call(
+            "run a shell command",
+            lambda: self._adb.shell2(command, timeout=timeout, v2=v2),
+        )
+        return ShellResult(result.returncode, result.stdout if v2 else result.output,
+                           result.stderr if v2 else "")
+
+    # ------------------------------------------------------------------ files
+
+    def push(self, local: Path, remote: str, progress: ProgressCallback | None = None,
+             mode: int = 0o644) -> None:
+        """Send one file to exactly `remote` with 64 KiB DATA chunks."""
+        local = Path(local)
+
+        def send() -> None:
+            with self._adb.open_transport(timeout=None) as conn:
+                conn.send_command("sync:")
+                conn.check_okay()
+                header = f"{remote},{S_IFREG | mode}".encode()
+                sock = conn.conn
+                sock.sendall(b"SEND" + struct.pack("<I", len(header)) + header)
+                with open(local, "rb") as fh:
+                    while chunk := fh.read(SYNC_CHUNK):
+                        sock.sendall(b"DATA" + struct.pack("<I", len(chunk)) + chunk)
+                        if progress:
+                            progress(len(chunk))
+                sock.sendall(b"DONE" + struct.pack("<I", int(time.time())))
+                status = _read_exact(sock, 8)
+                if status[:4] == b"FAIL":
+                    (length,) = struct.unpack("<I", status[4:])
+                    message = _read_exact(sock, length).decode("utf-8", "replace")
+                    raise device_failure(f"{self.serial}: pushing {local.name} failed: {message}")
+                if status[:4] != b"OKAY":
+                    raise device_failure(f"{self.serial}: unexpected sync reply {status[:4]!r}")
+
+        self._call(f"push {local.name}", send)
+
+    def pull(self, remote: str, local: Path) -> None:
+        local = Path(local)
+        tmp = local.with_name(f".{local.name}.partial")
+
+        def receive() -> None:
+            self._adb.sync.pull_file(remote, tmp)
+
+        try:
+            self._call(f"pull {remote}", receive)
+            os.replace(tmp, local)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ facts
+
+    def properties(self) -> dict[str, str]:
+        """`getprop` as a dict; empty on a Linux board without Android's property service."""
+        out = self.shell("getprop 2>/dev/null", timeout=30).stdout
+        return {m.group(1): m.group(2) for m in _PROP_LINE.finditer(out)}
+
+    def info(self) -> DeviceInfo:
+        props = self.properties()
+        probe = self.shell(
+            "uname -m; df -k " + shlex.quote(DEVICE_ROOT_PARENT) + " 2>/dev/null | tail -n 1",
+            timeout=30,
+        ).stdout.splitlines()
+        machine = probe[0].strip() if probe else None
+        free = _df_free_bytes(probe[1]) if len(probe) > 1 else None
+        android = "ro.build.version.sdk" in props
+        abis = [a for a in props.get("ro.product.cpu.abilist", "").split(",") if a]
+        if not abis and props.get("ro.product.cpu.abi"):
+            abis = [props["ro.product.cpu.abi"]]
+        sdk = props.get("ro.build.version.sdk", "")
+        return DeviceInfo(
+            serial=self.serial,
+            kind="android" if android else "linux",
+            state="device",
+            model=props.get("ro.product.model") or (None if android else _linux_model(self)),
+            manufacturer=props.get("ro.product.manufacturer"),
+            abis=abis or ([machine] if machine else []),
+            sdk=int(sdk) if sdk.isdigit() else None,
+            release=props.get("ro.build.version.release"),
+            soc=props.get("ro.soc.model") or props.get("ro.board.platform"),
+            machine=machine,
+            free_bytes=free,
+            virtual=props.get("ro.edgepack.virtual") == "1",
+            runner_target=choose_runner_target(props, machine),
+        )
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _call(self, what: str, fn: Any) -> Any:
+        import adbutils
+
+        try:
+            return fn()
+        except EdgepackError:
+            raise
+        except adbutils.AdbTimeout:
+            raise device_failure(f"{self.serial}: timed out trying to {what}") from None
+        except (adbutils.AdbError, OSError, EOFError, struct.error) as exc:
+            raise device_failure(
+                f"{self.serial}: lost the device while trying to {what} ({short(exc, 160)})"
+            ) from None
+
+
+# Where edgepack keeps its files on a device. /data/local/tmp is writable by the shell user on
+# every Android device, and the virtual device maps it into its root.
+DEVICE_ROOT_PARENT = "/data/local/tmp"
+DEVICE_ROOT = "/data/local/tmp/edgepack"
+
+_PROP_LINE = re.compile(r"^\[([^\]]+)\]: \[(.*)\]\s*$", re.MULTILINE)
+
+
+def choose_runner_target(props: dict[str, str], machine: str | None) -> str | None:
+    """Which runner build a device runs: Android by its ABI, a Linux board by `uname -m`.
+
+    The virtual device runs this machine's binaries whatever ABI it reports, and says so with
+    ro.edgepack.runner_target.
+    """
+    from edgepack.runner.targets import target_for_android_abi, target_for_linux_machine
+
+    if props.get("ro.edgepack.runner_target"):
+        return props["ro.edgepack.runner_target"]
+    if "ro.build.version.sdk" in props:
+        target = target_for_android_abi(props.get("ro.product.cpu.abi", ""))
+        return target.name if target else None
+    target = target_for_linux_machine(machine or "")
+    return target.name if target else None
+
+
+def _df_free_bytes(line: str) -> int | None:
+    # toybox and coreutils both print: Filesystem 1K-blocks Used Available Use% Mounted-on
+    parts = line.split()
+    if len(parts) >= 4 and parts[3].isdigit():
+        return int(parts[3]) * 1024
+    return None
+
+
+def _linux_model(device: AdbDevice) -> str | None:
+    out = device.shell("cat /proc/device-tree/model 2>/dev/null || hostname", timeout=30)
+    text = out.stdout.replace("\0", "").strip()
+    return text or None
+
+
+def _read_exact(sock: Any, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise EOFError("connection closed")
+        data += chunk
+    return data

@@ -1,0 +1,244 @@
+"""Keeping a directory on a device equal to a set of local files, pushing only what changed.
+
+The device keeps a manifest of what edgepack put in the directory (`.edgepack-files`: sha256,
+size, mtime, path). A file whose recorded sha256 matches and whose size and mtime on the device
+still match the record is not pushed again; where the record and the device disagree, the
+device's own `sha256sum` decides. A pushed file goes to a hidden temporary name, is checked with
+the device's `sha256sum`, and only then renamed into place, so an interrupted push never leaves a
+file that looks complete.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+from edgepack.devices.base import ProgressCallback, ShellResult
+from edgepack.errors import EdgepackError, ExitCode
+
+MANIFEST = ".edgepack-files"
+PART_SUFFIX = ".edgepack-part"
+
+
+class StagingDevice(Protocol):
+    serial: str
+
+    def shell(self, command: str, timeout: float | None = None) -> ShellResult: ...
+
+    def push(self, local: Path, remote: str, progress: ProgressCallback | None = None,
+             mode: int = 0o644) -> None: ...
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    rel: str  # path inside the remote directory, with / separators
+    path: Path
+    sha256: str
+    size: int
+    executable: bool = False
+
+
+@dataclass(frozen=True)
+class SyncStats:
+    files_pushed: int
+    bytes_pushed: int
+    files_skipped: int
+    bytes_skipped: int
+    seconds: float
+
+
+class TransferProgress(Protocol):
+    """Told about a directory's transfer, so the CLI can draw progress bars."""
+
+    def start(self, label: str, total_bytes: int) -> ProgressCallback: ...
+
+    def finish(self) -> None: ...
+
+
+def q(path: str) -> str:
+    return shlex.quote(path)
+
+
+def sync_dir(
+    device: StagingDevice,
+    files: list[LocalFile],
+    remote_dir: str,
+    label: str,
+    progress: TransferProgress | None = None,
+    free_bytes: Callable[[], int | None] | None = None,
+) -> SyncStats:
+    t0 = time.perf_counter()
+    for f in files:
+        _check_rel(f.rel)
+    records = _read_records(device, remote_dir)
+    wanted = {f.rel: f for f in files}
+
+    # Files whose record matches: confirm with one stat call; what stat cannot confirm is
+    # hashed on the device.
+    candidates = [f for f in files if f.rel in records and records[f.rel][0] == f.sha256]
+    confirmed: set[str] = set()
+    if candidates:
+        stats = _stat(device, remote_dir, [f.rel for f in candidates])
+        doubtful = []
+        for f in candidates:
+            _, size, mtime = records[f.rel]
+            if stats.get(f.rel) == (size, mtime) and size == f.size:
+                confirmed.add(f.rel)
+            elif f.rel in stats:
+                doubtful.append(f)
+        if doubtful:
+            sums = _sha256sum(device, remote_dir, [f.rel for f in doubtful])
+            confirmed |= {f.rel for f in doubtful if sums.get(f.rel) == f.sha256}
+    to_push = [f for f in files if f.rel not in confirmed]
+
+    stale = [rel for rel in records if rel not in wanted]
+    dirs = sorted({str(PurePosixPath(f.rel).parent) for f in to_push} - {"."})
+    prepare = [f"mkdir -p {q(remote_dir)}"]
+    prepare += [f"mkdir -p {q(posixpath.join(remote_dir, d))}" for d in dirs]
+    # Parts left by an interrupted push, and files a previous bundle had and this one has not.
+    prepare.append(f"find {q(remote_dir)} -name {q('*' + PART_SUFFIX)} -exec rm -f {{}} +")
+    prepare += [f"rm -f {q(posixpath.join(remote_dir, rel))}" for rel in stale]
+    _run(device, " && ".join(prepare), f"prepare {remote_dir}")
+
+    need = sum(f.size for f in to_push)
+    if to_push and free_bytes is not None:
+        free = free_bytes()
+        if free is not None and need > free:
+            raise EdgepackError(
+                f"{device.serial}: not enough space in {remote_dir}: {label} needs "
+                f"{need / 2**20:.1f} MiB, {free / 2**20:.1f} MiB free; free some space on the "
+                "device (or `edgepack clean --device SERIAL`)",
+                ExitCode.DEVICE,
+            )
+
+    pushed_parts: list[tuple[LocalFile, str]] = []
+    advance = progress.start(label, need) if progress and to_push else None
+    try:
+        for f in to_push:
+            # Relative to remote_dir: sha256sum prints names, and only ours are plain.
+            part = _part_name(f.rel)
+            try:
+                device.push(f.path, posixpath.join(remote_dir, part), advance,
+                            mode=0o755 if f.executable else 0o644)
+            except EdgepackError as exc:
+                raise EdgepackError(_push_failure(exc.message, device.serial, f, need),
+                                    ExitCode.DEVICE) from None
+            pushed_parts.append((f, part))
+    finally:
+        if progress and advance:
+            progress.finish()
+
+    if pushed_parts:
+        sums = _sha256sum(device, remote_dir, [p for _, p in pushed_parts])
+        bad = [f.rel for f, p in pushed_parts if sums.get(p) != f.sha256]
+        if bad:
+            _run(device, f"cd {q(remote_dir)} && rm -f "
+                 + " ".join(q(p) for _, p in pushed_parts), "clean up")
+            raise EdgepackError(
+                f"{device.serial}: {', '.join(bad)} arrived corrupted (sha256 differs on the "
+                "device); deploy again",
+                ExitCode.DEVICE,
+            )
+        moves = [f"mv -f {q(part)} {q(f.rel)}" for f, part in pushed_parts]
+        _run(device, f"cd {q(remote_dir)} && " + " && ".join(moves),
+             f"move files into place in {remote_dir}")
+
+    final_stats = _stat(device, remote_dir, [f.rel for f in files])
+    missing = [f.rel for f in files if f.rel not in final_stats]
+    if missing:
+        raise EdgepackError(f"{device.serial}: {', '.join(missing)} vanished from {remote_dir}",
+                            ExitCode.DEVICE)
+    _write_records(device, remote_dir, {
+        f.rel: (f.sha256, *final_stats[f.rel]) for f in files
+    })
+    skipped = [f for f in files if f.rel in confirmed]
+    return SyncStats(
+        files_pushed=len(to_push),
+        bytes_pushed=need,
+        files_skipped=len(skipped),
+        bytes_skipped=sum(f.size for f in skipped),
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _part_name(rel: str) -> str:
+    parent, name = posixpath.split(rel)
+    return posixpath.join(parent, "." + name + PART_SUFFIX)
+
+
+def _push_failure(message: str, serial: str, f: LocalFile, need: int) -> str:
+    if "No space left" in message or "ENOSPC" in message:
+        return (f"{serial}: the device's disk is full while pushing {f.rel} "
+                f"({need / 2**20:.1f} MiB to push); free some space on the device and deploy "
+                "again")
+    return (f"{message}; nothing partial was left under {f.rel}'s real name, so deploying again "
+            "resumes where this stopped")
+
+
+def _check_rel(rel: str) -> None:
+    parts = PurePosixPath(rel).parts
+    if not parts or rel.startswith("/") or ".." in parts or "\n" in rel:
+        raise EdgepackError(f"refusing to stage {rel!r}: not a plain relative path")
+
+
+def _run(device: StagingDevice, command: str, what: str, timeout: float = 300) -> str:
+    result = device.shell(command, timeout)
+    if result.exit_code != 0:
+        detail = (result.stderr or result.stdout).strip().splitlines()
+        reason = detail[-1] if detail else f"exit code {result.exit_code}"
+        if "No space left" in reason:
+            reason += " (the device's disk is full)"
+        raise EdgepackError(f"{device.serial}: could not {what}: {reason}", ExitCode.DEVICE)
+    return result.stdout
+
+
+def _read_records(device: StagingDevice, remote_dir: str) -> dict[str, tuple[str, int, int]]:
+    out = device.shell(f"cat {q(posixpath.join(remote_dir, MANIFEST))} 2>/dev/null", 60).stdout
+    records: dict[str, tuple[str, int, int]] = {}
+    for line in out.splitlines():
+        parts = line.split(" ", 3)
+        if len(parts) == 4 and len(parts[0]) == 64 and parts[1].isdigit() and parts[2].isdigit():
+            records[parts[3]] = (parts[0], int(parts[1]), int(parts[2]))
+    return records
+
+
+def _write_records(device: StagingDevice, remote_dir: str,
+                   records: dict[str, tuple[str, int, int]]) -> None:
+    lines = "".join(f"{sha} {size} {mtime} {rel}\n" for rel, (sha, size, mtime)
+                    in sorted(records.items()))
+    final = posixpath.join(remote_dir, MANIFEST)
+    part = final + PART_SUFFIX
+    # printf with the text as one quoted argument: no here-doc, works in toybox sh.
+    _run(device, f"printf %s {q(lines)} > {q(part)} && mv -f {q(part)} {q(final)}",
+         f"record the files in {remote_dir}")
+
+
+def _stat(device: StagingDevice, remote_dir: str, rels: list[str]) -> dict[str, tuple[int, int]]:
+    if not rels:
+        return {}
+    # One line per file that exists: size, mtime, then the name exactly as given.
+    command = f"cd {q(remote_dir)} 2>/dev/null && for f in {' '.join(q(r) for r in rels)}; do " \
+              "[ -f \"$f\" ] && stat -c '%s %Y %n' \"$f\"; done; true"
+    out = device.shell(command, 120).stdout
+    result = {}
+    for line in out.splitlines():
+        parts = line.split(" ", 2)
+        if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit():
+            result[parts[2]] = (int(parts[0]), int(parts[1]))
+    return result
+
+
+def _sha256sum(device: StagingDevice, remote_dir: str, rels: list[str]) -> dict[str, str]:
+    command = f"cd {q(remote_dir)} && sha256sum {' '.join(q(r) for r in rels)} 2>/dev/null; true"
+    out = device.shell(command, 600).stdout
+    result = {}
+    for line in out.splitlines():
+        digest, _, name = line.partition("  ")
+        if len(digest) == 64 and name:
+            result[name] = digest
+    return result
