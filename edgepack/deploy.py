@@ -287,9 +287,13 @@ def deploy(
         LocalFile(f.name, runner.directory / f.name, f.sha256, f.size, f.executable)
         for f in runner.files
     ]
+    from edgepack.bundle import MANIFEST
+
+    # The manifest travels too: with it, the bundle on the device can be checked on its own.
+    manifest_path = bundle.path / MANIFEST
     bundle_files = [
         LocalFile(f.path, bundle.path / f.path, f.sha256, f.size) for f in bundle.manifest.files
-    ]
+    ] + [LocalFile(MANIFEST, manifest_path, bundle.sha256, manifest_path.stat().st_size)]
     n_sets = len(bundle.manifest.test_sets)
     lease = config.timeout_s * n_sets + 600
     free = _free_bytes_probe(device, DEVICE_ROOT)

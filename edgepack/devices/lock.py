@@ -1,8 +1,10 @@
 """A lock held on the device itself, so two deploys to one device never interleave, whichever
 machines they come from (a lab's hosts share phones through remote adb servers).
 
-`mkdir` is atomic on every filesystem a device has; the directory holds who took the lock and
-until when. A lock whose holder died lapses at that time, judged by the device's own clock.
+`mkdir` is atomic on every filesystem a device has; the directory holds who took the lock
+(a token, the host name and pid) and until when. A lock is taken over when it has lapsed by the
+device's own clock, when its holder is a process of this machine that no longer runs (a deploy
+killed, or cut off when the device dropped off, cannot release it), or when the user says so.
 """
 
 from __future__ import annotations
@@ -13,9 +15,39 @@ import secrets
 import shlex
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from edgepack.devices.base import Device
 from edgepack.errors import EdgepackError, ExitCode
+
+# Tokens of the locks this process holds right now: a holder line naming this process with a
+# token not in here is a finished deploy of this process (tests run many in one process).
+_held: set[str] = set()
+
+
+@dataclass(frozen=True)
+class Holder:
+    token: str
+    host: str
+    pid: int | None
+    held_s: int | None
+
+    def describe(self) -> str:
+        who = f"{self.host} pid {self.pid}" if self.pid is not None else self.host
+        return who + (f" for {self.held_s} s" if self.held_s is not None else "")
+
+    def is_dead_here(self) -> bool:
+        if self.host != socket.gethostname() or self.pid is None:
+            return False
+        if self.pid == os.getpid():
+            return self.token not in _held
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
 
 
 def lock_path(root: str) -> str:
@@ -27,42 +59,21 @@ def device_lock(device: Device, root: str, lease_s: float, break_lock: bool = Fa
                 ) -> Iterator[None]:
     path = lock_path(root)
     token = secrets.token_hex(8)
-    owner = f"{token} {socket.gethostname()} pid {os.getpid()}"
-    qp, qo = shlex.quote(path), shlex.quote(owner)
-    lease = int(lease_s)
-    # Prints "acquired", or the holder's line and the device's clock. A lapsed lock (or one the
-    # user breaks) is removed and taken in the same command.
-    take = (
-        f"mkdir -p {shlex.quote(root)} && now=$(date +%s) && "
-        f"if mkdir {qp} 2>/dev/null; then :; "
-        f"elif [ {1 if break_lock else 0} = 1 ] || "
-        f"[ \"$(cut -d' ' -f1 {qp}/until 2>/dev/null || echo 0)\" -lt \"$now\" ]; then "
-        f"rm -rf {qp} && mkdir {qp}; "
-        f"else echo held; cat {qp}/owner {qp}/since 2>/dev/null; echo \"now $now\"; exit 0; fi && "
-        f"echo {qo} > {qp}/owner && echo \"$now\" > {qp}/since && "
-        f"echo $((now + {lease})) > {qp}/until && echo acquired"
-    )
-    result = device.shell(take, 60)
-    lines = result.stdout.strip().splitlines()
-    if result.exit_code != 0 or not lines:
+    holder = _take(device, root, path, token, lease_s, None)
+    if holder is not None and (break_lock or holder.is_dead_here()):
+        holder = _take(device, root, path, token, lease_s, holder.token)
+    if holder is not None:
         raise EdgepackError(
-            f"{device.serial}: could not take the device lock in {root}: "
-            f"{(result.stderr or result.stdout).strip() or 'exit code ' + str(result.exit_code)}",
+            f"{device.serial} is locked by another deploy ({holder.describe()}); wait for it to "
+            "finish, or pass --break-lock if that deploy is gone",
             ExitCode.DEVICE,
         )
-    if lines[0] == "held":
-        holder = lines[1].split(" ", 1)[1] if len(lines) > 1 and " " in lines[1] else "unknown"
-        ago = ""
-        if len(lines) > 3 and lines[2].isdigit() and lines[3].startswith("now "):
-            ago = f" for {int(lines[3][4:]) - int(lines[2])} s"
-        raise EdgepackError(
-            f"{device.serial} is locked by another deploy ({holder}{ago}); wait for it to finish, "
-            "or pass --break-lock if that deploy is gone",
-            ExitCode.DEVICE,
-        )
+    _held.add(token)
     try:
         yield
     finally:
+        _held.discard(token)
+        qp = shlex.quote(path)
         # Only our own lock is removed: a broken-and-retaken lock belongs to someone else now.
         with contextlib.suppress(EdgepackError):
             device.shell(
@@ -70,3 +81,41 @@ def device_lock(device: Device, root: str, lease_s: float, break_lock: bool = Fa
                 f"rm -rf {qp}; true",
                 60,
             )
+
+
+def _take(device: Device, root: str, path: str, token: str, lease_s: float,
+          replace_token: str | None) -> Holder | None:
+    """Take the lock; None when taken, else who holds it. `replace_token` takes over the lock
+    of that holder (and only that one: if someone else took it meanwhile, theirs stays)."""
+    qp = shlex.quote(path)
+    owner = f"{token} {socket.gethostname()} {os.getpid()}"
+    replace = shlex.quote(replace_token or "-")
+    command = (
+        f"mkdir -p {shlex.quote(root)} && now=$(date +%s) && "
+        f"if mkdir {qp} 2>/dev/null; then :; "
+        f"elif [ \"$(cut -d' ' -f1 {qp}/owner 2>/dev/null)\" = {replace} ] || "
+        f"[ \"$(cat {qp}/until 2>/dev/null || echo 0)\" -lt \"$now\" ]; then "
+        f"rm -rf {qp} && mkdir {qp}; "
+        f"else echo held; cat {qp}/owner 2>/dev/null || echo; "
+        f"cat {qp}/since 2>/dev/null || echo; echo \"$now\"; exit 0; fi && "
+        f"echo {shlex.quote(owner)} > {qp}/owner && echo \"$now\" > {qp}/since && "
+        f"echo $((now + {int(lease_s)})) > {qp}/until && echo acquired"
+    )
+    result = device.shell(command, 60)
+    lines = result.stdout.strip().splitlines()
+    if result.exit_code != 0 or not lines or lines[0] not in ("held", "acquired"):
+        detail = (result.stderr or result.stdout).strip() or f"exit code {result.exit_code}"
+        raise EdgepackError(f"{device.serial}: could not take the device lock in {root}: "
+                            f"{detail}", ExitCode.DEVICE)
+    if lines[0] == "acquired":
+        return None
+    owner_fields = (lines[1] if len(lines) > 1 else "").split()
+    since = lines[2] if len(lines) > 2 else ""
+    now = lines[3] if len(lines) > 3 else ""
+    pid = owner_fields[-1] if len(owner_fields) >= 3 else ""
+    return Holder(
+        token=owner_fields[0] if owner_fields else "",
+        host=" ".join(owner_fields[1:-1]) if len(owner_fields) >= 3 else "unknown",
+        pid=int(pid) if pid.isdigit() else None,
+        held_s=int(now) - int(since) if since.isdigit() and now.isdigit() else None,
+    )

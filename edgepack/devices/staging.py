@@ -82,9 +82,9 @@ def sync_dir(
     # hashed on the device.
     candidates = [f for f in files if f.rel in records and records[f.rel][0] == f.sha256]
     confirmed: set[str] = set()
+    doubtful: list[LocalFile] = []
     if candidates:
         stats = _stat(device, remote_dir, [f.rel for f in candidates])
-        doubtful = []
         for f in candidates:
             _, size, mtime = records[f.rel]
             if stats.get(f.rel) == (size, mtime) and size == f.size:
@@ -97,6 +97,10 @@ def sync_dir(
     to_push = [f for f in files if f.rel not in confirmed]
 
     stale = [rel for rel in records if rel not in wanted]
+    if not to_push and not stale and not doubtful:
+        # Nothing to do: the common redeploy, kept to the two round trips above.
+        return SyncStats(0, 0, len(files), sum(f.size for f in files),
+                         time.perf_counter() - t0)
     dirs = sorted({str(PurePosixPath(f.rel).parent) for f in to_push} - {"."})
     prepare = [f"mkdir -p {q(remote_dir)}"]
     prepare += [f"mkdir -p {q(posixpath.join(remote_dir, d))}" for d in dirs]

@@ -1,0 +1,322 @@
+"""deploy end to end: the real adb server, adbutils, the virtual device, the host runner."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import IMAGES, PACK_ARGS, run_cli
+
+DEVICE_ROOT = "data/local/tmp/edgepack"  # inside a virtual device's root
+
+
+def deploy(bundle: Path, serial: str, *extra: str):
+    return run_cli("deploy", bundle, "--device", serial, "--iterations", "3", "--json", *extra)
+
+
+def remote_files(root: Path) -> dict[str, bytes]:
+    base = root / DEVICE_ROOT
+    return {str(p.relative_to(base)): p.read_bytes() for p in base.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("name", sorted(PACK_ARGS))
+def test_every_example_passes_on_the_device(name, bundles, host_runner, virtual_device):
+    r = deploy(bundles[name], virtual_device.serial)
+    assert r.code == 0, r.stderr
+    doc = r.json()
+    assert doc["engine"] == "native" and doc["runner_target"] == "host"
+    assert doc["device"]["virtual"] is True and doc["device"]["serial"] == virtual_device.serial
+    assert all(v["passed"] for s in doc["sets"] for v in s["verdicts"])
+    assert len(doc["sets"][0]["runner"]["latencies_ms"]) == 3
+    # Same onnxruntime library on both sides: differences, if any, at rounding level.
+    for s in doc["sets"]:
+        for v in s["verdicts"]:
+            assert v["metrics"]["max_rel_error"] < 1e-5
+    # The run's scratch directory is gone; the runner and bundle stay for the next deploy.
+    assert not list((virtual_device.root / DEVICE_ROOT / "runs").glob("*"))
+    assert (virtual_device.root / DEVICE_ROOT / "bundles" / name / "init.bin").is_file()
+
+
+def test_human_output_and_report(bundles, host_runner, virtual_device, tmp_path):
+    report = tmp_path / "r.json"
+    r = run_cli("deploy", bundles["mnist"], "--device", virtual_device.serial,
+                "--report", report)
+    assert r.code == 0, r.stderr
+    assert "PASS" in r.stdout and "median" in r.stdout and "pushed" in r.stderr
+    doc = json.loads(report.read_text())
+    assert doc["bundle_name"] == "mnist" and len(doc["sets"]) == 2
+
+
+def test_redeploy_pushes_only_what_changed(exported, host_runner, virtual_device, tmp_path):
+    bundle = tmp_path / "b"
+    args = ["--name", "resnet", "--input", f"input={IMAGES / 'cifar_32.png'}"]
+    assert run_cli("pack", exported["resnet20"], "-o", bundle, *args).code == 0
+    first = deploy(bundle, virtual_device.serial).json()["transfer"]
+    assert first["files_pushed"] >= 6 and first["files_skipped"] == 0
+
+    again = deploy(bundle, virtual_device.serial).json()["transfer"]
+    assert again["files_pushed"] == 0 and again["bytes_pushed"] == 0
+    assert again["files_skipped"] == first["files_pushed"]
+
+    # New inputs, same model: only the input and expected-output blobs and the manifest travel.
+    assert run_cli("pack", exported["resnet20"], "-o", bundle, "--force", "--name", "resnet",
+                   "--random-sets", "2").code == 0
+    before = remote_files(virtual_device.root)
+    changed = deploy(bundle, virtual_device.serial)
+    assert changed.code == 0, changed.stderr
+    t = changed.json()["transfer"]
+    after = remote_files(virtual_device.root)
+    bundle_dir = "bundles/resnet/"
+    assert after[bundle_dir + "init.bin"] == before[bundle_dir + "init.bin"]
+    pushed = {k for k in after if after[k] != before.get(k) and not k.endswith(".edgepack-files")
+              and k.startswith(bundle_dir)}
+    assert pushed == {bundle_dir + p for p in (
+        "manifest.json", "test_data_set_0/input_0.pb", "test_data_set_0/output_0.pb",
+        "test_data_set_1/input_0.pb", "test_data_set_1/output_0.pb")}
+    assert t["files_pushed"] == len(pushed)
+    assert t["bytes_skipped"] > t["bytes_pushed"]  # init.bin and the runner stayed
+
+
+def test_a_changed_file_on_the_device_is_caught(bundles, host_runner, virtual_device):
+    assert deploy(bundles["iris_forest"], virtual_device.serial).code == 0
+    model = virtual_device.root / DEVICE_ROOT / "bundles" / "iris_forest" / "predict.onnx"
+    model.write_bytes(model.read_bytes()[:-10] + b"garbage!!!")
+    r = deploy(bundles["iris_forest"], virtual_device.serial)
+    assert r.code == 0, r.stderr
+    assert r.json()["transfer"]["files_pushed"] == 1
+
+
+def test_stale_test_sets_are_removed(exported, host_runner, virtual_device, tmp_path):
+    bundle = tmp_path / "b"
+    assert run_cli("pack", exported["iris_forest"], "-o", bundle, "--name", "b",
+                   "--random-sets", "3").code == 0
+    assert deploy(bundle, virtual_device.serial).code == 0
+    sets = virtual_device.root / DEVICE_ROOT / "bundles" / "b"
+    assert (sets / "test_data_set_2").is_dir()
+    repack = run_cli("pack", exported["iris_forest"], "-o", bundle, "--name", "b", "--force")
+    assert repack.code == 0
+    assert deploy(bundle, virtual_device.serial).code == 0
+    assert not (sets / "test_data_set_2" / "input_0.pb").exists()
+
+
+# ---------------------------------------------------------------------------- quoting
+
+
+NASTY = "we ird'; touch PWNED; $(touch PWNED2) `touch PWNED3` \"q\" ü"
+
+
+def test_names_that_look_like_shell_do_nothing(exported, host_runner, virtual_device, tmp_path):
+    bundle = tmp_path / "weird bundle; $(x)"
+    r = run_cli("pack", exported["iris_forest"], "-o", bundle, "--name", NASTY)
+    assert r.code == 0, r.stderr
+    d = deploy(bundle, virtual_device.serial)
+    assert d.code == 0, d.stderr
+    assert d.json()["bundle_name"] == NASTY
+    assert (virtual_device.root / DEVICE_ROOT / "bundles" / NASTY / "predict.onnx").is_file()
+    for root in (virtual_device.root, Path.cwd(), tmp_path):
+        assert not list(root.rglob("PWNED*")), root
+    again = deploy(bundle, virtual_device.serial)
+    assert again.code == 0 and again.json()["transfer"]["files_pushed"] == 0
+
+
+# ---------------------------------------------------------------------------- choosing a device
+
+
+def test_device_selection(bundles, host_runner, virtual_devices, monkeypatch):
+    one = virtual_devices.start()
+    r = run_cli("deploy", bundles["iris_forest"], "--json")  # the only device
+    assert r.code == 0, r.stderr
+    assert r.json()["device"]["serial"] == one.serial
+    two = virtual_devices.start(model="Second Phone")
+    r = run_cli("deploy", bundles["iris_forest"])
+    assert r.code == 3 and one.serial in r.stderr and two.serial in r.stderr
+    assert "--device" in r.stderr
+    monkeypatch.setenv("ANDROID_SERIAL", two.serial)
+    r = run_cli("deploy", bundles["iris_forest"], "--json")
+    assert r.code == 0 and r.json()["device"]["model"] == "Second Phone"
+
+
+def test_devices_lists_properties(virtual_devices):
+    virtual_devices.start(model="Pixel Test", sdk=33, soc_model="Tensor G2", abi="arm64-v8a",
+                          props={"ro.edgepack.runner_target": ""})
+    r = run_cli("devices", "--json")
+    assert r.code == 0, r.stderr
+    (info,) = r.json()
+    assert info["model"] == "Pixel Test" and info["sdk"] == 33 and info["soc"] == "Tensor G2"
+    assert info["abis"][0] == "arm64-v8a" and info["kind"] == "android"
+    assert info["runner_target"] == "android-arm64-v8a"
+    assert info["free_bytes"] > 0
+    human = run_cli("devices")
+    assert "Pixel Test" in human.stdout
+
+
+# ---------------------------------------------------------------------------- failures
+
+
+def assert_device_error(result, *needles: str) -> None:
+    assert result.code == 3, (result.code, result.stdout, result.stderr)
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("edgepack: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def looks_complete(root: Path) -> set[str]:
+    """Files under the device's bundle and runner dirs that are not temporary parts."""
+    base = root / DEVICE_ROOT
+    return {str(p.relative_to(base)) for p in base.rglob("*")
+            if p.is_file() and not p.name.endswith(".edgepack-part")}
+
+
+def test_device_not_found(bundles, adb_env):
+    assert_device_error(run_cli("deploy", bundles["iris_forest"], "--device", "127.0.0.1:9"),
+                        "not found")
+
+
+def test_device_offline(bundles, host_runner, virtual_device, adb_env):
+    virtual_device.device.vanish()
+    adb_env.wait_for_state(virtual_device.serial, "offline", 20)
+    assert_device_error(deploy(bundles["iris_forest"], virtual_device.serial), "offline")
+
+
+def test_connection_dropped_mid_push_then_retry(exported, host_runner, virtual_device,
+                                                 adb_env, tmp_path):
+    bundle = tmp_path / "big"
+    assert run_cli("pack", exported["mnist"], "-o", bundle).code == 0
+    virtual_device.device.faults.drop_after_bytes = 2_000_000
+    r = deploy(bundle, virtual_device.serial)
+    assert_device_error(r, virtual_device.serial, "deploying again")
+    # Whatever arrived is a hidden part; nothing half-pushed sits under a real name.
+    for rel in looks_complete(virtual_device.root):
+        if rel.startswith("bundles/big/") or rel.startswith("bin/"):
+            name = rel.rsplit("/", 1)[-1]
+            local = (bundle / rel.split("/", 2)[2]) if rel.startswith("bundles/") else \
+                (host_runner.directory / name)
+            if local.is_file():
+                assert (virtual_device.root / DEVICE_ROOT / rel).read_bytes() == \
+                    local.read_bytes(), rel
+    adb_env.reconnect(virtual_device.serial)
+    retry = deploy(bundle, virtual_device.serial)
+    assert retry.code == 0, retry.stderr
+
+
+def test_device_gone_mid_run(bundles, host_runner, virtual_device):
+    virtual_device.device.faults.vanish_on_command = "edgepack-runner"
+    r = deploy(bundles["iris_forest"], virtual_device.serial)
+    assert_device_error(r, virtual_device.serial)
+
+
+def test_runner_crash_reports_the_signal(bundles, host_runner, virtual_device):
+    virtual_device.device.faults.runner = "crash"
+    r = deploy(bundles["iris_forest"], virtual_device.serial)
+    assert_device_error(r, "SIGSEGV")
+    virtual_device.device.faults.runner = None
+    assert deploy(bundles["iris_forest"], virtual_device.serial).code == 0
+
+
+def test_runner_hang_is_killed_on_the_device(bundles, host_runner, virtual_device):
+    virtual_device.device.faults.runner = "hang"
+    t0 = time.monotonic()
+    r = deploy(bundles["iris_forest"], virtual_device.serial, "--timeout", "2")
+    assert_device_error(r, "hung past the timeout of 2 s", "killed on the device")
+    assert time.monotonic() - t0 < 30
+    # Nothing of it is left running on the device.
+    ps = virtual_device.adb.shell2("ps -eo args | grep -c '[e]dgepack-runner'", rstrip=True)
+    assert ps.output.strip() == "0"
+    virtual_device.device.faults.runner = None
+    assert deploy(bundles["iris_forest"], virtual_device.serial).code == 0
+
+
+def test_disk_full(exported, host_runner, virtual_device, tmp_path):
+    bundle = tmp_path / "b"
+    assert run_cli("pack", exported["mnist"], "-o", bundle).code == 0
+    virtual_device.device.faults.quota_bytes = 3_000_000
+    r = deploy(bundle, virtual_device.serial)
+    assert_device_error(r, virtual_device.serial)
+    assert "space" in r.stderr or "full" in r.stderr
+    assert not any(p.endswith("init.bin") for p in looks_complete(virtual_device.root))
+    virtual_device.device.faults.quota_bytes = None
+    assert deploy(bundle, virtual_device.serial).code == 0
+
+
+def test_no_runner_for_the_abi(bundles, virtual_devices):
+    phone = virtual_devices.start(abi="arm64-v8a", props={"ro.edgepack.runner_target": ""})
+    r = deploy(bundles["iris_forest"], phone.serial)
+    assert_device_error(r, "android-arm64-v8a",
+                        "edgepack runner build --target android-arm64-v8a")
+    board = virtual_devices.start(abi="riscv64", props={"ro.edgepack.runner_target": ""})
+    assert_device_error(deploy(bundles["iris_forest"], board.serial), "no runner target")
+
+
+def test_runner_target_override(bundles, host_runner, virtual_devices):
+    phone = virtual_devices.start(abi="arm64-v8a", props={"ro.edgepack.runner_target": ""})
+    r = deploy(bundles["iris_forest"], phone.serial, "--runner-target", "host")
+    assert r.code == 0, r.stderr
+    bad = deploy(bundles["iris_forest"], phone.serial, "--runner-target", "mips")
+    assert bad.code == 2 and "unknown runner target" in bad.stderr
+
+
+def test_a_locked_device_is_refused(bundles, host_runner, virtual_device):
+    lock = f"/{DEVICE_ROOT}/.lock"
+    until = int(time.time()) + 3600
+    virtual_device.adb.shell(
+        f"mkdir -p {shlex.quote(lock)} && echo 'tok otherhost 42' > {lock}/owner && "
+        f"date +%s > {lock}/since && echo {until} > {lock}/until")
+    r = deploy(bundles["iris_forest"], virtual_device.serial)
+    assert_device_error(r, "locked by another deploy", "otherhost pid 42", "--break-lock")
+    ok = deploy(bundles["iris_forest"], virtual_device.serial, "--break-lock")
+    assert ok.code == 0, ok.stderr
+    # Our own lock is released at the end; a lapsed lock is taken over without --break-lock.
+    assert not (virtual_device.root / DEVICE_ROOT / ".lock").exists()
+    virtual_device.adb.shell(
+        f"mkdir -p {lock} && echo 'tok gone 1' > {lock}/owner && echo 1 > {lock}/until")
+    assert deploy(bundles["iris_forest"], virtual_device.serial).code == 0
+
+
+def test_two_deploys_at_once_never_interleave(bundles, host_runner, virtual_device):
+    import threading
+
+    virtual_device.device.faults.latency = 0.002
+    results = []
+
+    def one() -> None:
+        results.append(deploy(bundles["mnist"], virtual_device.serial))
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    codes = sorted(r.code for r in results)
+    assert codes in ([0, 0], [0, 3]), [(r.code, r.stderr) for r in results]
+    for r in results:
+        if r.code == 3:
+            assert "locked by another deploy" in r.stderr
+
+
+def test_outputs_that_differ_exit_1(exported, host_runner, virtual_device, tmp_path):
+    """A device whose outputs disagree: the verdict fails, exit 1, and says where."""
+    from edgepack.tensors import read_tensor, write_tensor
+
+    bundle = tmp_path / "b"
+    assert run_cli("pack", exported["resnet20"], "-o", bundle).code == 0
+    expected = bundle / "test_data_set_0" / "output_0.pb"
+    name, array = read_tensor(expected)
+    write_tensor(expected, name, (array + np.float32(0.5)).astype(np.float32))
+    # Keep the manifest's hashes true to the changed file: a bundle with a wrong expectation.
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    from edgepack.fileio import sha256_file
+
+    for f in manifest["files"]:
+        if f["path"] == "test_data_set_0/output_0.pb":
+            f["sha256"], f["size"] = sha256_file(expected), expected.stat().st_size
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    r = run_cli("deploy", bundle, "--device", virtual_device.serial)
+    assert r.code == 1, r.stderr
+    assert "FAIL" in r.stdout and "beyond" in r.stdout
