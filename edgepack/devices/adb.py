@@ -115,7 +115,13 @@ class AdbDevice:
     def __init__(self, serial: str, server: ServerAddress | None = None) -> None:
         self.serial = serial
         self.server = server or ServerAddress.from_env()
-        self._adb = adb_client(self.server).device(serial)
+        client = adb_client(self.server)
+        # By transport id when the server gives one: adbutils then opens each transport
+        # without first asking the server for its version on a connection of its own.
+        transport_id = self._call("find it", lambda: next(
+            (d.transport_id for d in client.list(extended=True) if d.serial == serial), None))
+        self._adb = (client.device(transport_id=transport_id) if transport_id
+                     else client.device(serial))
         self._features: set[str] | None = None
 
     # ------------------------------------------------------------------ shell
@@ -129,13 +135,34 @@ class AdbDevice:
     def shell(self, command: str, timeout: float | None = None) -> ShellResult:
         """Run one command line in the device's shell; stdout and stderr apart when the device
         speaks shell v2 (stderr merged into stdout otherwise)."""
-        v2 = "shell_v2" in self.features()
-        result = self._call(
-            "run a shell command",
-            lambda: self._adb.shell2(command, timeout=timeout, v2=v2),
-        )
-        return ShellResult(result.returncode, result.stdout if v2 else result.output,
-                           result.stderr if v2 else "")
+        if "shell_v2" in self.features():
+            return self._call("run a shell command", lambda: self._shell_v2(command, timeout))
+        result = self._call("run a shell command",
+                            lambda: self._adb.shell2(command, timeout=timeout))
+        return ShellResult(result.returncode, result.output, "")
+
+    def _shell_v2(self, command: str, timeout: float | None) -> ShellResult:
+        # The shell protocol read here rather than by adbutils' shell2, whose connection close
+        # sleeps 10 ms: a deploy runs a dozen commands, and a redeploy should cost little more.
+        conn = self._adb.open_transport(timeout=timeout)
+        sock = conn.conn
+        try:
+            conn.send_command(f"shell,v2:{command}")
+            conn.check_okay()
+            streams = {1: bytearray(), 2: bytearray()}
+            while True:
+                header = _read_exact(sock, 5)
+                (length,) = struct.unpack("<I", header[1:])
+                data = _read_exact(sock, length) if length else b""
+                if header[0] in streams:
+                    streams[header[0]] += data
+                elif header[0] == 3:  # exit: one byte
+                    code = data[0] if data else 255
+                    break
+        finally:
+            sock.close()
+        return ShellResult(code, streams[1].decode("utf-8", "replace"),
+                           streams[2].decode("utf-8", "replace"))
 
     # ------------------------------------------------------------------ files
 
@@ -182,17 +209,18 @@ class AdbDevice:
 
     # ------------------------------------------------------------------ facts
 
-    def properties(self) -> dict[str, str]:
-        """`getprop` as a dict; empty on a Linux board without Android's property service."""
-        out = self.shell("getprop 2>/dev/null", timeout=30).stdout
-        return {m.group(1): m.group(2) for m in _PROP_LINE.finditer(out)}
-
     def info(self) -> DeviceInfo:
-        props = self.properties()
-        probe = self.shell(
-            "uname -m; df -k " + shlex.quote(DEVICE_ROOT_PARENT) + " 2>/dev/null | tail -n 1",
+        # One round trip: properties (none on a Linux board without Android's property
+        # service), the machine, and free space where edgepack writes.
+        marker = "::edgepack::"
+        out = self.shell(
+            f"getprop 2>/dev/null; echo {marker}; uname -m; "
+            f"df -k {shlex.quote(DEVICE_ROOT_PARENT)} 2>/dev/null | tail -n 1",
             timeout=30,
-        ).stdout.splitlines()
+        ).stdout
+        prop_text, _, probe_text = out.partition(marker)
+        props = {m.group(1): m.group(2) for m in _PROP_LINE.finditer(prop_text)}
+        probe = probe_text.strip().splitlines()
         machine = probe[0].strip() if probe else None
         free = _df_free_bytes(probe[1]) if len(probe) > 1 else None
         android = "ro.build.version.sdk" in props
@@ -225,7 +253,7 @@ class AdbDevice:
             return fn()
         except EdgepackError:
             raise
-        except adbutils.AdbTimeout:
+        except (adbutils.AdbTimeout, TimeoutError):
             raise device_failure(f"{self.serial}: timed out trying to {what}") from None
         except (adbutils.AdbError, OSError, EOFError, struct.error) as exc:
             raise device_failure(

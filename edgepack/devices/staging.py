@@ -75,16 +75,15 @@ def sync_dir(
     t0 = time.perf_counter()
     for f in files:
         _check_rel(f.rel)
-    records = _read_records(device, remote_dir)
+    records, stats = _survey(device, remote_dir, [f.rel for f in files])
     wanted = {f.rel: f for f in files}
 
-    # Files whose record matches: confirm with one stat call; what stat cannot confirm is
-    # hashed on the device.
+    # Files whose record matches and whose size and mtime still do are confirmed; what the
+    # stat cannot confirm is hashed on the device.
     candidates = [f for f in files if f.rel in records and records[f.rel][0] == f.sha256]
     confirmed: set[str] = set()
     doubtful: list[LocalFile] = []
     if candidates:
-        stats = _stat(device, remote_dir, [f.rel for f in candidates])
         for f in candidates:
             _, size, mtime = records[f.rel]
             if stats.get(f.rel) == (size, mtime) and size == f.size:
@@ -201,8 +200,18 @@ def _run(device: StagingDevice, command: str, what: str, timeout: float = 300) -
     return result.stdout
 
 
-def _read_records(device: StagingDevice, remote_dir: str) -> dict[str, tuple[str, int, int]]:
-    out = device.shell(f"cat {q(posixpath.join(remote_dir, MANIFEST))} 2>/dev/null", 60).stdout
+def _survey(device: StagingDevice, remote_dir: str, rels: list[str]
+            ) -> tuple[dict[str, tuple[str, int, int]], dict[str, tuple[int, int]]]:
+    """The device-side record and the files' size and mtime, in one round trip."""
+    marker = "::edgepack::"
+    out = device.shell(
+        f"cat {q(posixpath.join(remote_dir, MANIFEST))} 2>/dev/null; echo {marker}; "
+        + _stat_command(remote_dir, rels), 120).stdout
+    record_text, _, stat_text = out.partition(marker)
+    return _parse_records(record_text), _parse_stat(stat_text)
+
+
+def _parse_records(out: str) -> dict[str, tuple[str, int, int]]:
     records: dict[str, tuple[str, int, int]] = {}
     for line in out.splitlines():
         parts = line.split(" ", 3)
@@ -222,13 +231,19 @@ def _write_records(device: StagingDevice, remote_dir: str,
          f"record the files in {remote_dir}")
 
 
+def _stat_command(remote_dir: str, rels: list[str]) -> str:
+    # One line per file that exists: size, mtime, then the name exactly as given.
+    return (f"cd {q(remote_dir)} 2>/dev/null && for f in {' '.join(q(r) for r in rels)}; do "
+            "[ -f \"$f\" ] && stat -c '%s %Y %n' \"$f\"; done; true")
+
+
 def _stat(device: StagingDevice, remote_dir: str, rels: list[str]) -> dict[str, tuple[int, int]]:
     if not rels:
         return {}
-    # One line per file that exists: size, mtime, then the name exactly as given.
-    command = f"cd {q(remote_dir)} 2>/dev/null && for f in {' '.join(q(r) for r in rels)}; do " \
-              "[ -f \"$f\" ] && stat -c '%s %Y %n' \"$f\"; done; true"
-    out = device.shell(command, 120).stdout
+    return _parse_stat(device.shell(_stat_command(remote_dir, rels), 120).stdout)
+
+
+def _parse_stat(out: str) -> dict[str, tuple[int, int]]:
     result = {}
     for line in out.splitlines():
         parts = line.split(" ", 2)

@@ -280,24 +280,23 @@ def test_a_locked_device_is_refused(bundles, host_runner, virtual_device):
 
 
 def test_two_deploys_at_once_never_interleave(bundles, host_runner, virtual_device):
-    import threading
+    """Two processes deploying to one device: one waits its turn by failing cleanly, or both
+    pass one after the other; never two at once."""
+    import subprocess
+    import sys
 
     virtual_device.device.faults.latency = 0.002
-    results = []
-
-    def one() -> None:
-        results.append(deploy(bundles["mnist"], virtual_device.serial))
-
-    threads = [threading.Thread(target=one) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    codes = sorted(r.code for r in results)
-    assert codes in ([0, 0], [0, 3]), [(r.code, r.stderr) for r in results]
-    for r in results:
-        if r.code == 3:
-            assert "locked by another deploy" in r.stderr
+    cmd = [sys.executable, "-m", "edgepack", "deploy", str(bundles["mnist"]), "--device",
+           virtual_device.serial, "--iterations", "20"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [(p.wait(300), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes in ([0, 0], [0, 3]), results
+    for code, stderr in results:
+        if code == 3:
+            assert "locked by another deploy" in stderr, stderr
+    assert not (virtual_device.root / DEVICE_ROOT / ".lock").exists()
 
 
 def test_outputs_that_differ_exit_1(exported, host_runner, virtual_device, tmp_path):
