@@ -201,7 +201,7 @@ def _run(device: StagingDevice, command: str, what: str, timeout: float = 300) -
 
 
 def _survey(device: StagingDevice, remote_dir: str, rels: list[str]
-            ) -> tuple[dict[str, tuple[str, int, int]], dict[str, tuple[int, int]]]:
+            ) -> tuple[dict[str, tuple[str, int, str]], dict[str, tuple[int, str]]]:
     """The device-side record and the files' size and mtime, in one round trip."""
     marker = "::edgepack::"
     out = device.shell(
@@ -211,17 +211,17 @@ def _survey(device: StagingDevice, remote_dir: str, rels: list[str]
     return _parse_records(record_text), _parse_stat(stat_text)
 
 
-def _parse_records(out: str) -> dict[str, tuple[str, int, int]]:
-    records: dict[str, tuple[str, int, int]] = {}
+def _parse_records(out: str) -> dict[str, tuple[str, int, str]]:
+    records: dict[str, tuple[str, int, str]] = {}
     for line in out.splitlines():
         parts = line.split(" ", 3)
-        if len(parts) == 4 and len(parts[0]) == 64 and parts[1].isdigit() and parts[2].isdigit():
-            records[parts[3]] = (parts[0], int(parts[1]), int(parts[2]))
+        if len(parts) == 4 and len(parts[0]) == 64 and parts[1].isdigit():
+            records[parts[3]] = (parts[0], int(parts[1]), parts[2])
     return records
 
 
 def _write_records(device: StagingDevice, remote_dir: str,
-                   records: dict[str, tuple[str, int, int]]) -> None:
+                   records: dict[str, tuple[str, int, str]]) -> None:
     lines = "".join(f"{sha} {size} {mtime} {rel}\n" for rel, (sha, size, mtime)
                     in sorted(records.items()))
     final = posixpath.join(remote_dir, MANIFEST)
@@ -232,23 +232,26 @@ def _write_records(device: StagingDevice, remote_dir: str,
 
 
 def _stat_command(remote_dir: str, rels: list[str]) -> str:
-    # One line per file that exists: size, mtime, then the name exactly as given.
+    # One line per file that exists: size, mtime, then the name exactly as given. %y (not %Y)
+    # for the mtime: it has nanoseconds on toybox and coreutils alike, so a file rewritten in
+    # the second it was pushed still shows a different time.
     return (f"cd {q(remote_dir)} 2>/dev/null && for f in {' '.join(q(r) for r in rels)}; do "
-            "[ -f \"$f\" ] && stat -c '%s %Y %n' \"$f\"; done; true")
+            "[ -f \"$f\" ] && stat -c '%s %y %n' \"$f\"; done; true")
 
 
-def _stat(device: StagingDevice, remote_dir: str, rels: list[str]) -> dict[str, tuple[int, int]]:
+def _stat(device: StagingDevice, remote_dir: str, rels: list[str]) -> dict[str, tuple[int, str]]:
     if not rels:
         return {}
     return _parse_stat(device.shell(_stat_command(remote_dir, rels), 120).stdout)
 
 
-def _parse_stat(out: str) -> dict[str, tuple[int, int]]:
+def _parse_stat(out: str) -> dict[str, tuple[int, str]]:
     result = {}
     for line in out.splitlines():
-        parts = line.split(" ", 2)
-        if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit():
-            result[parts[2]] = (int(parts[0]), int(parts[1]))
+        # "SIZE YYYY-MM-DD HH:MM:SS.NNNNNNNNN +ZZZZ NAME"; the time is kept as one token.
+        parts = line.split(" ", 4)
+        if len(parts) == 5 and parts[0].isdigit():
+            result[parts[4]] = (int(parts[0]), f"{parts[1]}T{parts[2]}{parts[3]}")
     return result
 
 
