@@ -125,14 +125,6 @@ def _cpu_model() -> str | None:
     return None
 
 
-def _find_host_runner():  # type: ignore[no-untyped-def]
-    try:
-        from edgepack.runner.cache import find_runner
-    except ImportError:  # INTEGRATION: the runner cache lands with the native runner
-        return None
-    return find_runner("host")
-
-
 def run_on_host(
     bundle: Bundle, config: RunConfig, engine: str = "auto", work_dir: Path | None = None
 ) -> DeployResult:
@@ -149,7 +141,9 @@ def run_on_host(
     notes: list[str] = []
     runner = None
     if engine in ("auto", "native"):
-        runner = _find_host_runner()
+        from edgepack.runner.cache import find_runner
+
+        runner = find_runner("host")
         if runner is None and engine == "native":
             raise EdgepackError(
                 "the host runner is not built: run `edgepack runner build --target host`, "
@@ -255,6 +249,7 @@ def deploy(
     from edgepack.devices.lock import device_lock
     from edgepack.devices.staging import LocalFile, sync_dir
     from edgepack.runner.cache import find_runner
+    from edgepack.runner.local import device_command
     from edgepack.runner.targets import get_target
 
     options = options or DeployOptions()
@@ -314,22 +309,11 @@ def deploy(
                 cfg = set_config(config, test_set.index)
                 listener.stage(f"{device.serial}: running input set {test_set.index}")
                 remote_out = f"{run_dir}/{test_set.dir}"
-                args = [
-                    f"{bin_dir}/{runner.binary.name}",
-                    "--model", f"{bundle_dir}/{bundle.manifest.model.file}",
-                    "--inputs", f"{bundle_dir}/{test_set.dir}",
-                    "--output-dir", remote_out,
-                    *cfg.runner_args(),
-                ]
-                if cfg.profile:
-                    args += ["--profile", f"{run_dir}/profile_{test_set.index}"]
-                prefix = ["taskset", cfg.cpu_affinity] if cfg.cpu_affinity else []
-                timeout = max(1, int(round(cfg.timeout_s)))
+                profile = f"{run_dir}/profile_{test_set.index}" if cfg.profile else None
                 command = (
                     f"mkdir -p {shlex.quote(remote_out)} && cd {shlex.quote(run_dir)} && "
-                    f"LD_LIBRARY_PATH={shlex.quote(bin_dir)} "
-                    f"timeout -k 5 {timeout} "
-                    + " ".join(shlex.quote(a) for a in [*prefix, *args])
+                    + device_command(bin_dir, f"{bundle_dir}/{bundle.manifest.model.file}",
+                                     f"{bundle_dir}/{test_set.dir}", remote_out, cfg, profile)
                 )
                 t0 = time.perf_counter()
                 shell = device.shell(command, timeout=cfg.timeout_s + 60)

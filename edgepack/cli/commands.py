@@ -1,3 +1,7 @@
 """Importing this module registers every command on the app (each module adds its own)."""
 
-from edgepack.cli import host  # noqa: F401
+import edgepack.cli.devices
+import edgepack.cli.host
+import edgepack.cli.lab
+import edgepack.cli.runner
+import edgepack.cli.virtual  # noqa: F401

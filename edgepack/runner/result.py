@@ -9,6 +9,7 @@ device_scripts/runner/ print the same string.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -29,6 +30,18 @@ RUNNER_EXIT_CODES = {
 }
 
 
+def parse_cpu_mask(text: str) -> frozenset[int]:
+    """A taskset mask in hex ("f0" or "0xf0": CPUs 4-7) -> the CPU numbers it selects."""
+    m = re.fullmatch(r"(?:0[xX])?([0-9a-fA-F]+)", text.strip())
+    value = int(m.group(1), 16) if m else 0
+    if value == 0:
+        raise EdgepackError(
+            f"cpu affinity {text!r} is not a CPU mask: give taskset's hex mask, e.g. f0 for "
+            "CPUs 4-7 (often a big.LITTLE phone's big cores)"
+        )
+    return frozenset(i for i in range(value.bit_length()) if value >> i & 1)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """How to run a bundle: the knobs both engines and every device share."""
@@ -43,7 +56,7 @@ class RunConfig:
     optimization: str = "all"
     profile: bool = False
     timeout_s: float = 600.0
-    cpu_affinity: str | None = None
+    cpu_affinity: str | None = None  # taskset's hex mask, e.g. "f0"
 
     def __post_init__(self) -> None:
         if self.ep not in EXECUTION_PROVIDERS:
@@ -58,6 +71,10 @@ class RunConfig:
             )
         if self.warmup < 0 or self.iterations < 1 or self.threads < 0:
             raise EdgepackError("--warmup must be >= 0, --iterations >= 1 and --threads >= 0")
+        if self.timeout_s <= 0:
+            raise EdgepackError("--timeout must be more than 0 seconds")
+        if self.cpu_affinity is not None:
+            parse_cpu_mask(self.cpu_affinity)
 
     def runner_args(self) -> list[str]:
         """The runner's arguments for these settings; the caller adds the paths."""

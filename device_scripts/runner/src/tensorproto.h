@@ -1,0 +1,63 @@
+/* A reader and writer for serialized onnx.TensorProto, written against the protobuf wire format
+ * so that the runner needs no libprotobuf on the device.
+ *
+ * The reader treats its input as hostile: every length is checked against what is left of the
+ * buffer, every size computation is checked for overflow, and any inconsistency is reported as an
+ * error message rather than a crash. It has a libFuzzer target (fuzz/fuzz_tensorproto.c).
+ */
+#ifndef EDGEPACK_TENSORPROTO_H
+#define EDGEPACK_TENSORPROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* onnx.TensorProto.DataType values (the same numbers as ONNXTensorElementDataType). */
+enum {
+    TP_FLOAT = 1,
+    TP_UINT8 = 2,
+    TP_INT8 = 3,
+    TP_UINT16 = 4,
+    TP_INT16 = 5,
+    TP_INT32 = 6,
+    TP_INT64 = 7,
+    TP_STRING = 8,
+    TP_BOOL = 9,
+    TP_FLOAT16 = 10,
+    TP_DOUBLE = 11,
+    TP_UINT32 = 12,
+    TP_UINT64 = 13
+};
+
+typedef struct {
+    char *name;       /* NUL-terminated; "" when the file carries no name */
+    int32_t data_type;
+    size_t ndims;
+    int64_t *dims;    /* ndims entries (NULL when ndims == 0: a scalar) */
+    size_t count;     /* number of elements: product of dims */
+    size_t nbytes;    /* count * element size */
+    void *data;       /* little-endian elements, 64-byte aligned, at least 1 byte allocated */
+} tp_tensor;
+
+/* Byte size of one element, or 0 for types the runner does not carry. */
+size_t tp_elem_size(int32_t data_type);
+
+/* numpy's name for a data type ("float32", ...), or NULL for types the runner does not carry. */
+const char *tp_dtype_name(int32_t data_type);
+
+/* Parse `len` bytes. On success returns 0 and fills `out` (release with tp_free). On failure
+ * returns -1, leaves `out` empty, and writes a one-line reason to `err`. */
+int tp_parse(const uint8_t *buf, size_t len, tp_tensor *out, char *err, size_t errlen);
+
+void tp_free(tp_tensor *t);
+
+/* Serialize a tensor with raw_data, fields in the order protobuf itself uses, so the bytes equal
+ * those of onnx.numpy_helper.from_array(arr, name).SerializeToString(). Returns 0, or -1 when out
+ * of memory or when a size overflows. The caller frees *out. */
+int tp_serialize(const char *name, int32_t data_type, const int64_t *dims, size_t ndims,
+                 const void *data, size_t nbytes, uint8_t **out, size_t *out_len);
+
+/* Aligned allocation used for tensor data (free with tp_aligned_free). */
+void *tp_aligned_alloc(size_t nbytes);
+void tp_aligned_free(void *p);
+
+#endif

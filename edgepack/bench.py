@@ -1,0 +1,907 @@
+"""Many devices, repeats and sweeps: the bench loop, its records, and who listens to it.
+
+Shaped after TF Lite's benchmark tool, three pieces are kept apart:
+
+- `BenchParams`: what to run (repeats, iterations, cooldown, the threads x EP sweep, affinity);
+- `run_bench`: the loop, one worker thread per device, all in parallel. A device that fails,
+  hangs or vanishes turns into error records for that device only; the others go on;
+- listeners (`BenchListener`): who hears about each run as it ends: the console, the history
+  store, the reports. They are called on the calling thread only, so none of them needs a lock.
+
+A device is a `Target`: a serial, a callable that runs one bundle with one configuration and
+returns a `DeployResult` (`deploy(...)` for an adb device, `run_on_host` for this machine), and an
+optional shell used to read the device's state (battery, thermal status, CPU frequencies) before
+and after every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import queue
+import re
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgepack.devices.base import DeviceInfo, ShellResult
+from edgepack.errors import EdgepackError, ExitCode, short
+from edgepack.runner.result import RunConfig, parse_cpu_mask
+from edgepack.stats import LatencyStats, latency_stats
+
+if TYPE_CHECKING:
+    from edgepack.bundle import Bundle
+    from edgepack.compare import OutputVerdict
+    from edgepack.deploy import DeployOptions, DeployResult
+    from edgepack.devices.base import Device
+
+RunFn = Callable[["Bundle", RunConfig, Path], "DeployResult"]
+ShellFn = Callable[[str, float | None], ShellResult]
+
+# A battery this much warmer after a run than before it means the run heated the phone: its
+# later runs are measured on a hotter, likelier throttled, device.
+HEAT_BATTERY_C = 2.0
+HEAT_SENSOR_C = 5.0
+PROBE_TIMEOUT_S = 15.0
+# Time one run may take beyond the runner's own timeout (push, pull, state probes) before the
+# bench gives the device up as hung.
+RUN_GRACE_S = 300.0
+
+THERMAL_STATUS = ("none", "light", "moderate", "severe", "critical", "emergency", "shutdown")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+# ---------------------------------------------------------------------------- parameters
+
+
+def config_key(config: RunConfig) -> str:
+    """What makes two runs comparable, as a short readable key: `cpu/t4`, `xnnpack/t1/cpu=f0`.
+
+    Iterations and warmup are left out on purpose: they change how many samples there are, not
+    what one sample measures.
+    """
+    key = f"{config.ep}/t{config.threads}"
+    if config.optimization != "all":
+        key += f"/opt={config.optimization}"
+    if config.cpu_affinity:
+        key += f"/cpu={config.cpu_affinity.lower().removeprefix('0x')}"
+    if config.nnapi_fp16:
+        key += "/fp16"
+    if config.nnapi_cpu_disabled:
+        key += "/no-cpu"
+    return key
+
+
+@dataclass(frozen=True)
+class BenchParams:
+    repeat: int = 3
+    iterations: int = 50
+    warmup: int = 1
+    cooldown_s: float = 0.0
+    threads: tuple[int, ...] = (1,)
+    eps: tuple[str, ...] = ("cpu",)
+    cpu_affinity: str | None = None
+    optimization: str = "all"
+    profile: bool = False
+    top_ops: int = 10
+    timeout_s: float = 600.0  # one runner invocation
+    run_deadline_s: float | None = None  # one whole run; None: see deadline_s
+    probe_state: bool = True
+
+    def __post_init__(self) -> None:
+        if self.repeat < 1 or self.iterations < 1 or self.warmup < 0:
+            raise EdgepackError("--repeat and --iterations must be >= 1, --warmup >= 0")
+        if self.cooldown_s < 0:
+            raise EdgepackError("--cooldown must be >= 0 seconds")
+        if not self.threads or not self.eps:
+            raise EdgepackError("--threads and --ep need at least one value each")
+        if self.cpu_affinity is not None:
+            parse_cpu_mask(self.cpu_affinity)
+        self.configs(None)  # RunConfig checks the EPs and levels: fail before any device runs
+
+    def configs(self, affinity: str | None) -> list[RunConfig]:
+        """The sweep, EP-major; `affinity` is a device's own mask (lab.toml) over the default."""
+        return [
+            RunConfig(
+                warmup=self.warmup, iterations=self.iterations, threads=threads, ep=ep,
+                optimization=self.optimization, profile=self.profile, timeout_s=self.timeout_s,
+                cpu_affinity=affinity or self.cpu_affinity,
+            )
+            for ep in self.eps
+            for threads in self.threads
+        ]
+
+    def deadline_s(self, test_sets: int) -> float:
+        """How long one run may go unanswered before its device is given up as hung: the
+        runner's timeout for each test set (deploy runs them one by one) plus push and pull."""
+        if self.run_deadline_s is not None:
+            return self.run_deadline_s
+        return self.timeout_s * max(test_sets, 1) + RUN_GRACE_S
+
+
+# ---------------------------------------------------------------------------- device state
+
+
+@dataclass(frozen=True)
+class CpuFreq:
+    cpu: str
+    governor: str | None
+    cur_khz: int | None
+    max_khz: int | None  # scaling_max_freq: what the governor (or a thermal cap) allows now
+    hw_max_khz: int | None  # cpuinfo_max_freq: what the silicon can do
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    """What a device tells about its own condition; None where it does not expose it."""
+
+    taken_at: str
+    battery_level: int | None = None  # percent
+    battery_temp_c: float | None = None
+    powered: str | None = None  # "ac", "usb", "wireless" or "none"
+    thermal_status: int | None = None  # Android's 0 (none) .. 6 (shutdown)
+    temps_c: dict[str, float] = field(default_factory=dict)  # thermal HAL or sysfs zones
+    cpus: list[CpuFreq] = field(default_factory=list)
+
+    @property
+    def max_temp_c(self) -> float | None:
+        values = [v for k, v in self.temps_c.items() if "battery" not in k.lower()]
+        return max(values) if values else None
+
+    @property
+    def empty(self) -> bool:
+        return (self.battery_level is None and self.battery_temp_c is None
+                and self.thermal_status is None and not self.temps_c and not self.cpus)
+
+
+# One round trip for the whole state: each section is introduced by a marker line. POSIX sh
+# only (Android's toybox sh, a board's busybox); every read may fail quietly.
+STATE_SCRIPT = r"""
+echo @@battery; dumpsys battery 2>/dev/null
+echo @@thermal; dumpsys thermalservice 2>/dev/null
+echo @@cpufreq
+for d in /sys/devices/system/cpu/cpu[0-9]*/cpufreq; do
+  [ -d "$d" ] || continue
+  c=${d%/cpufreq}; c=${c##*/}
+  echo "$c|$(cat $d/scaling_governor 2>/dev/null)|$(cat $d/scaling_cur_freq 2>/dev/null)|$(cat $d/scaling_max_freq 2>/dev/null)|$(cat $d/cpuinfo_max_freq 2>/dev/null)"
+done
+echo @@zones
+for z in /sys/class/thermal/thermal_zone*; do
+  [ -r "$z/temp" ] || continue
+  echo "${z##*/}|$(cat $z/type 2>/dev/null)|$(cat $z/temp 2>/dev/null)"
+done
+true
+"""  # noqa: E501 - a shell line is clearer whole
+
+
+def probe_state(shell: ShellFn) -> DeviceState | None:
+    """The device's state now, or None when it cannot be read (it says nothing, or is gone)."""
+    try:
+        result = shell(STATE_SCRIPT, PROBE_TIMEOUT_S)
+    except Exception:  # state is context for a run, never a reason to fail it
+        return None
+    state = parse_state(result.stdout)
+    return None if state.empty else state
+
+
+def parse_state(text: str) -> DeviceState:
+    sections: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("@@"):
+            current = sections.setdefault(line[2:].strip(), [])
+        else:
+            current.append(line)
+    battery = _key_values(sections.get("battery", []))
+    level = _int(battery.get("level"))
+    scale = _int(battery.get("scale"))
+    if level is not None and scale and scale != 100:
+        level = round(100 * level / scale)
+    temp = _int(battery.get("temperature"))
+    powered = None
+    if battery:
+        kinds = [k for k in ("ac", "usb", "wireless")
+                 if battery.get(f"{k} powered", "").lower() == "true"]
+        powered = ",".join(kinds) or "none"
+
+    temps: dict[str, float] = {}
+    for line in sections.get("zones", []):
+        parts = line.split("|")
+        value = _int(parts[2]) if len(parts) == 3 else None
+        if value is not None:
+            # Zones report millidegrees, a few old kernels whole degrees.
+            temps[f"{parts[1] or parts[0]}"] = value / 1000 if abs(value) > 500 else float(value)
+    thermal = "\n".join(sections.get("thermal", []))
+    status_match = re.search(r"Thermal Status:\s*(\d+)", thermal)
+    # Cached temperatures come before current ones in dumpsys: later entries win.
+    for m in re.finditer(r"Temperature\{mValue=([-\d.]+), mType=-?\d+, mName=([^,}]+)", thermal):
+        try:
+            temps[m.group(2).strip()] = float(m.group(1))
+        except ValueError:
+            continue
+
+    cpus = []
+    for line in sections.get("cpufreq", []):
+        parts = line.split("|")
+        if len(parts) == 5 and parts[0]:
+            cpus.append(CpuFreq(parts[0], parts[1] or None, _int(parts[2]), _int(parts[3]),
+                                _int(parts[4])))
+    return DeviceState(
+        taken_at=now_iso(),
+        battery_level=level,
+        battery_temp_c=temp / 10 if temp is not None else None,  # tenths of a degree
+        powered=powered,
+        thermal_status=int(status_match.group(1)) if status_match else None,
+        temps_c=temps,
+        cpus=cpus,
+    )
+
+
+def state_warnings(before: DeviceState | None, after: DeviceState | None) -> list[str]:
+    """Why a run's figures may not be the device's best: it heated, throttled or was throttled."""
+    if after is None:
+        return []
+    warnings: list[str] = []
+    status = after.thermal_status
+    if status:
+        name = THERMAL_STATUS[min(status, len(THERMAL_STATUS) - 1)]
+        was = before.thermal_status if before else None
+        if was is not None and status > was:
+            warnings.append(f"throttled: thermal status rose from {was} "
+                            f"({THERMAL_STATUS[min(was, 6)]}) to {status} ({name}) during the run")
+        else:
+            warnings.append(f"throttled: thermal status {status} ({name})")
+    if before is None:
+        return warnings
+    if before.battery_temp_c is not None and after.battery_temp_c is not None and (
+        after.battery_temp_c - before.battery_temp_c >= HEAT_BATTERY_C
+    ):
+        warnings.append(f"heated: battery {before.battery_temp_c:.1f} -> "
+                        f"{after.battery_temp_c:.1f} °C during the run")
+    hot0, hot1 = before.max_temp_c, after.max_temp_c
+    if hot0 is not None and hot1 is not None and hot1 - hot0 >= HEAT_SENSOR_C:
+        warnings.append(f"heated: hottest sensor {hot0:.1f} -> {hot1:.1f} °C during the run")
+    old = {c.cpu: c for c in before.cpus}
+    capped = []
+    for cpu in after.cpus:
+        prev = old.get(cpu.cpu)
+        if prev and prev.max_khz and cpu.max_khz and cpu.max_khz < prev.max_khz:
+            capped.append(f"{cpu.cpu} {prev.max_khz // 1000}->{cpu.max_khz // 1000} MHz")
+        if prev and prev.governor and cpu.governor and prev.governor != cpu.governor:
+            warnings.append(f"{cpu.cpu} governor changed {prev.governor} -> {cpu.governor}")
+    if capped:
+        warnings.append("throttled: max CPU frequency lowered during the run (" +
+                        ", ".join(capped) + ")")
+    return warnings
+
+
+def _key_values(lines: list[str]) -> dict[str, str]:
+    result = {}
+    for line in lines:
+        key, sep, value = line.partition(":")
+        if sep:
+            result[key.strip().lower()] = value.strip()
+    return result
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(str(text).strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def local_shell(command: str, timeout: float | None = None) -> ShellResult:
+    """This machine's shell, with the Device protocol's signature: the host's state probes."""
+    try:
+        proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True,
+                              timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return ShellResult(124, "", "timed out")
+    return ShellResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+# ---------------------------------------------------------------------------- profiles
+
+
+@dataclass(frozen=True)
+class OpTime:
+    """Where the kernel time went, by operator type and execution provider."""
+
+    op_type: str  # after fusion, e.g. FusedConv
+    provider: str
+    calls: int
+    total_ms: float
+    share: float  # of all kernel time in the profile
+
+
+def parse_profile(path: Path) -> list[OpTime]:
+    """onnxruntime's profile (a Chrome trace) -> kernel time per operator type, largest first.
+
+    Node events named `<node>_kernel_time` carry `dur` in microseconds and `args.op_name` and
+    `args.provider`; the `_fence_before/_after` events around them are not kernel time.
+    """
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EdgepackError(f"{path}: unreadable onnxruntime profile ({short(exc)})",
+                            ExitCode.DEVICE) from None
+    events = doc.get("traceEvents", []) if isinstance(doc, dict) else doc
+    totals: dict[tuple[str, str], list[float]] = {}
+    for ev in events if isinstance(events, list) else []:
+        if not isinstance(ev, dict) or ev.get("cat") != "Node":
+            continue
+        if not str(ev.get("name", "")).endswith("_kernel_time"):
+            continue
+        args = ev.get("args") if isinstance(ev.get("args"), dict) else {}
+        key = (str(args.get("op_name") or "?"), str(args.get("provider") or "?"))
+        entry = totals.setdefault(key, [0, 0.0])
+        entry[0] += 1
+        entry[1] += float(ev.get("dur") or 0) / 1000.0
+    return _op_times({k: (int(v[0]), v[1]) for k, v in totals.items()})
+
+
+def merge_op_times(profiles: Sequence[Sequence[OpTime]]) -> list[OpTime]:
+    """Several runs' profiles as one: totals add up, shares are of the new total."""
+    totals: dict[tuple[str, str], tuple[int, float]] = {}
+    for ops in profiles:
+        for op in ops:
+            calls, ms = totals.get((op.op_type, op.provider), (0, 0.0))
+            totals[(op.op_type, op.provider)] = (calls + op.calls, ms + op.total_ms)
+    return _op_times(totals)
+
+
+def _op_times(totals: dict[tuple[str, str], tuple[int, float]]) -> list[OpTime]:
+    whole = sum(ms for _, ms in totals.values())
+    ops = [OpTime(op, provider, calls, ms, ms / whole if whole > 0 else 0.0)
+           for (op, provider), (calls, ms) in totals.items()]
+    return sorted(ops, key=lambda o: (-o.total_ms, o.op_type))
+
+
+# ---------------------------------------------------------------------------- targets
+
+
+@dataclass(frozen=True)
+class Target:
+    """One device the bench runs on."""
+
+    serial: str
+    run: RunFn  # (bundle, config, work_dir) -> DeployResult; outputs kept under work_dir
+    describe: Callable[[], DeviceInfo] | None = None
+    shell: ShellFn | None = None  # for state probes; None: state is not read
+    cpu_affinity: str | None = None  # this device's own mask, over BenchParams.cpu_affinity
+
+
+def host_target(engine: str = "auto") -> Target:
+    """This machine as a bench target, through the same run_on_host that `edgepack run` uses."""
+    from edgepack.deploy import host_info
+
+    def run(bundle: Bundle, config: RunConfig, work_dir: Path) -> DeployResult:
+        from edgepack.deploy import run_on_host
+
+        with _host_affinity(config.cpu_affinity):
+            return run_on_host(bundle, config, engine, work_dir=work_dir)
+
+    return Target("host", run, describe=host_info, shell=local_shell)
+
+
+@contextmanager
+def _host_affinity(mask: str | None) -> Iterator[None]:
+    # On Linux sched_setaffinity(0) pins the calling thread only, and the threads onnxruntime
+    # creates in the session inherit it: the host's equivalent of `taskset MASK runner`.
+    if not mask or not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    wanted = parse_cpu_mask(mask) & os.sched_getaffinity(0)
+    if not wanted:
+        raise EdgepackError(f"cpu affinity {mask} selects none of this machine's CPUs "
+                            f"({sorted(os.sched_getaffinity(0))})")
+    previous = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, wanted)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, previous)
+
+
+def device_target(device: Device, options: DeployOptions | None = None,
+                  cpu_affinity: str | None = None) -> Target:
+    """An adb device (or any Device-protocol one), run through `edgepack.deploy.deploy`."""
+
+    def run(bundle: Bundle, config: RunConfig, work_dir: Path) -> DeployResult:
+        from edgepack.deploy import DeployOptions, deploy
+
+        # The run's directory keeps the pulled outputs and profile for the reports.
+        opts = dataclasses.replace(options or DeployOptions(), work_dir=work_dir)
+        return deploy(bundle, device, config, opts)  # type: ignore[arg-type]
+
+    return Target(device.serial, run, describe=device.info, shell=device.shell,
+                  cpu_affinity=cpu_affinity)
+
+
+def missing_target(name: str, reason: str) -> Target:
+    """A device that was asked for and is not there: every run of it is an error naming why."""
+
+    def unavailable(*_: object) -> Any:
+        raise EdgepackError(reason, ExitCode.DEVICE)
+
+    return Target(name, unavailable, describe=unavailable)
+
+
+# ---------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class BundleRef:
+    name: str
+    sha256: str
+    path: str
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """One run: one bundle, one configuration, one repeat, on one device."""
+
+    serial: str
+    bundle_name: str
+    bundle_sha256: str
+    config: RunConfig
+    config_key: str
+    repeat: int
+    status: str  # "pass", "fail" (outputs beyond tolerance) or "error" (the run did not finish)
+    started_at: str
+    finished_at: str
+    device: DeviceInfo | None = None
+    result: DeployResult | None = None
+    error: str | None = None
+    state_before: DeviceState | None = None
+    state_after: DeviceState | None = None
+    warnings: list[str] = field(default_factory=list)
+    profile: list[OpTime] = field(default_factory=list)
+    work_dir: str | None = None  # where the run's outputs were kept (test_data_set_<k>/)
+
+    @property
+    def latencies_ms(self) -> list[float]:
+        return list(self.result.sets[0].runner.latencies_ms) if self.result else []
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    set_index: int
+    verdict: OutputVerdict
+
+
+@dataclass(frozen=True)
+class GroupSummary:
+    """Every repeat of one bundle and configuration on one device, summed up."""
+
+    serial: str
+    device: DeviceInfo | None
+    bundle_name: str
+    bundle_sha256: str
+    config: RunConfig
+    config_key: str
+    status: str  # "fail" if a run's outputs differ, else "error" if a run failed, else "pass"
+    runs: int
+    completed: int
+    stats: LatencyStats | None  # over every iteration of every completed repeat
+    repeat_medians_ms: list[float]
+    session_create_ms: float | None  # median over repeats
+    first_inference_ms: float | None
+    peak_rss_mb: float | None  # the largest over repeats
+    ep_used: str | None
+    engine: str | None
+    checks: list[OutputCheck]  # a failing run's, when one failed
+    errors: list[str]
+    warnings: list[str]
+    profile: list[OpTime]  # every completed repeat's, merged
+
+    @property
+    def unstable(self) -> bool:
+        return self.stats is not None and self.stats.count > 1 and self.stats.unstable
+
+    @property
+    def model(self) -> str:
+        return (self.device.model if self.device and self.device.model else self.serial)
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    session: str
+    label: str | None
+    params: BenchParams
+    bundles: list[BundleRef]
+    serials: list[str]
+    runs: list[BenchRun]
+    started_at: str
+    finished_at: str
+    wall_s: float
+    interrupted: bool = False
+
+    def groups(self) -> list[GroupSummary]:
+        return summarize(self.runs)
+
+    @property
+    def failed_devices(self) -> dict[str, str]:
+        """Devices with an error, and the first error each had."""
+        failed: dict[str, str] = {}
+        for run in self.runs:
+            if run.status == "error" and run.serial not in failed:
+                failed[run.serial] = run.error or "error"
+        return failed
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """1 when outputs differ anywhere; else 3 when a device failed; else 0."""
+        if any(r.status == "fail" for r in self.runs):
+            return ExitCode.MISMATCH
+        if any(r.status == "error" for r in self.runs):
+            return ExitCode.DEVICE
+        return ExitCode.OK
+
+
+def summarize(runs: Sequence[BenchRun]) -> list[GroupSummary]:
+    import statistics
+
+    groups: dict[tuple[str, str, str], list[BenchRun]] = {}
+    for run in runs:
+        groups.setdefault((run.serial, run.bundle_sha256, run.config_key), []).append(run)
+    summaries = []
+    for members in groups.values():
+        first = members[0]
+        done = [r for r in members if r.result is not None]
+        samples = [x for r in done for x in r.latencies_ms]
+        runners = [r.result.sets[0].runner for r in done if r.result]
+        failing = next((r for r in done if r.status == "fail"), None)
+        shown = failing or (done[0] if done else None)
+        # A wrong output outranks a device error: it is the finding a lab exists to make.
+        status = ("fail" if failing else "error" if any(r.status == "error" for r in members)
+                  else "pass")
+        rss = [x.peak_rss_kb_end for x in runners if x.peak_rss_kb_end]
+        device = next((r.device for r in members if r.device is not None), None)
+        warnings = list(dict.fromkeys(w for r in members for w in r.warnings))
+        summaries.append(GroupSummary(
+            serial=first.serial,
+            device=device,
+            bundle_name=first.bundle_name,
+            bundle_sha256=first.bundle_sha256,
+            config=first.config,
+            config_key=first.config_key,
+            status=status,
+            runs=len(members),
+            completed=len(done),
+            stats=latency_stats(samples) if samples else None,
+            repeat_medians_ms=[r.result.stats.median_ms for r in done if r.result],
+            session_create_ms=(statistics.median(x.session_create_ms for x in runners)
+                               if runners else None),
+            first_inference_ms=(statistics.median(x.first_inference_ms for x in runners)
+                                if runners else None),
+            peak_rss_mb=max(rss) / 1024 if rss else None,
+            ep_used=runners[0].ep_used if runners else None,
+            engine=shown.result.engine if shown and shown.result else None,
+            checks=[OutputCheck(s.index, v) for s in shown.result.sets for v in s.verdicts]
+            if shown and shown.result else [],
+            errors=list(dict.fromkeys(r.error for r in members if r.error)),
+            warnings=warnings,
+            profile=merge_op_times([r.profile for r in done if r.profile]),
+        ))
+    return summaries
+
+
+# ---------------------------------------------------------------------------- listeners
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    session: str
+    label: str | None
+    params: BenchParams
+    bundles: list[BundleRef]
+    serials: list[str]
+    runs_per_device: dict[str, int]
+    started_at: str
+
+
+class BenchListener:
+    """Hears the bench as it goes; every method is called on run_bench's caller's thread."""
+
+    def on_start(self, plan: BenchPlan) -> None:
+        pass
+
+    def on_run_start(self, serial: str, bundle: BundleRef, config: RunConfig, repeat: int) -> None:
+        pass
+
+    def on_run_end(self, run: BenchRun) -> None:
+        pass
+
+    def on_device_end(self, serial: str, error: str | None) -> None:
+        pass
+
+    def on_end(self, result: BenchResult) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+@dataclass(frozen=True)
+class _Item:
+    bundle: int
+    config: int
+    repeat: int
+
+
+@dataclass(frozen=True)
+class _Event:
+    kind: str  # "start", "run" or "end"
+    serial: str
+    item: _Item | None = None
+    run: BenchRun | None = None
+    error: str | None = None
+
+
+def run_bench(
+    bundles: Sequence[Bundle],
+    targets: Sequence[Target],
+    params: BenchParams,
+    listeners: Sequence[BenchListener] = (),
+    *,
+    work_dir: Path,
+    label: str | None = None,
+    session: str | None = None,
+) -> BenchResult:
+    """Run every bundle x configuration x repeat on every target, the targets in parallel."""
+    serials = [t.serial for t in targets]
+    if len(set(serials)) != len(serials):
+        raise EdgepackError(f"a device is listed twice: {', '.join(serials)}")
+    if not targets:
+        raise EdgepackError("no devices to run on")
+    refs = [BundleRef(b.name, b.sha256, str(b.path)) for b in bundles]
+    configs = {t.serial: params.configs(t.cpu_affinity) for t in targets}
+    plans = {t.serial: [_Item(b, c, r) for b in range(len(bundles))
+                        for c in range(len(configs[t.serial])) for r in range(params.repeat)]
+             for t in targets}
+    plan = BenchPlan(session or uuid.uuid4().hex[:12], label, params, refs, serials,
+                     {s: len(p) for s, p in plans.items()}, now_iso())
+    t0 = time.perf_counter()
+    for listener in listeners:
+        listener.on_start(plan)
+
+    events: queue.Queue[_Event] = queue.Queue()
+    stops = {t.serial: threading.Event() for t in targets}
+    for target in targets:
+        # Daemon threads: a device hung inside adb must not keep the process alive at exit.
+        threading.Thread(
+            target=_worker, name=f"bench-{target.serial}", daemon=True,
+            args=(target, bundles, refs, configs[target.serial], plans[target.serial], params,
+                  Path(work_dir), events.put, stops[target.serial]),
+        ).start()
+
+    pending = {s: list(p) for s, p in plans.items()}
+    in_flight: dict[str, tuple[_Item, float]] = {}  # serial -> (item, monotonic deadline)
+    deadlines = [params.deadline_s(len(b.manifest.test_sets)) for b in bundles]
+    devices: dict[str, DeviceInfo] = {}
+    done: list[tuple[tuple[int, int, int, int], BenchRun]] = []  # in plan order, for reports
+    order = {s: i for i, s in enumerate(serials)}
+    active = set(serials)
+
+    def record(item: _Item, run: BenchRun) -> None:
+        done.append(((order[run.serial], item.bundle, item.config, item.repeat), run))
+        for listener in listeners:
+            listener.on_run_end(run)
+
+    def give_up(serial: str, reason: str) -> None:
+        stops[serial].set()
+        active.discard(serial)
+        in_flight.pop(serial, None)
+        for item in pending.pop(serial, []):
+            record(item, _error_run(serial, refs[item.bundle], configs[serial][item.config],
+                                    item.repeat, reason, devices.get(serial)))
+        for listener in listeners:
+            listener.on_device_end(serial, reason)
+
+    def finish(interrupted: bool) -> BenchResult:
+        result = BenchResult(plan.session, label, params, refs, serials,
+                             [run for _, run in sorted(done, key=lambda x: x[0])],
+                             plan.started_at, now_iso(), time.perf_counter() - t0, interrupted)
+        for listener in listeners:
+            listener.on_end(result)
+        return result
+
+    try:
+        while active:
+            wait = 0.5
+            if in_flight:
+                soonest = min(t for _, t in in_flight.values())
+                wait = max(0.01, min(wait, soonest - time.monotonic()))
+            try:
+                ev: _Event | None = events.get(timeout=wait)
+            except queue.Empty:
+                ev = None
+            if ev is not None and ev.serial in active:
+                if ev.kind == "start" and ev.item is not None:
+                    in_flight[ev.serial] = (ev.item,
+                                            time.monotonic() + deadlines[ev.item.bundle])
+                    for listener in listeners:
+                        listener.on_run_start(ev.serial, refs[ev.item.bundle],
+                                              configs[ev.serial][ev.item.config], ev.item.repeat)
+                elif ev.kind == "run" and ev.item is not None and ev.run is not None:
+                    in_flight.pop(ev.serial, None)
+                    pending[ev.serial].remove(ev.item)
+                    if ev.run.device is not None:
+                        devices[ev.serial] = ev.run.device
+                    record(ev.item, ev.run)
+                elif ev.kind == "end":
+                    if pending.get(ev.serial):
+                        give_up(ev.serial, ev.error or "the device stopped")
+                    else:
+                        active.discard(ev.serial)
+                        for listener in listeners:
+                            listener.on_device_end(ev.serial, ev.error)
+            now = time.monotonic()
+            for serial, (item, deadline) in list(in_flight.items()):
+                if now > deadline:
+                    give_up(serial, f"no answer within {deadlines[item.bundle]:g} s: the device "
+                                    "hung or is too slow for --timeout; its other runs were "
+                                    "skipped")
+    except KeyboardInterrupt:
+        for stop in stops.values():
+            stop.set()
+        # What finished is kept (history has it already); the listeners close what they opened.
+        finish(interrupted=True)
+        raise
+    return finish(interrupted=False)
+
+
+def _worker(
+    target: Target,
+    bundles: Sequence[Bundle],
+    refs: list[BundleRef],
+    configs: list[RunConfig],
+    items: list[_Item],
+    params: BenchParams,
+    work_dir: Path,
+    emit: Callable[[_Event], None],
+    stop: threading.Event,
+) -> None:
+    try:
+        _work(target, bundles, refs, configs, items, params, work_dir, emit, stop)
+    except BaseException as exc:  # the loop waits for every worker's "end": always send one
+        emit(_Event("end", target.serial, error=f"bench worker stopped: {_reason(exc)}"))
+
+
+def _work(
+    target: Target,
+    bundles: Sequence[Bundle],
+    refs: list[BundleRef],
+    configs: list[RunConfig],
+    items: list[_Item],
+    params: BenchParams,
+    work_dir: Path,
+    emit: Callable[[_Event], None],
+    stop: threading.Event,
+) -> None:
+    serial = target.serial
+    try:
+        info = target.describe() if target.describe else None
+    except Exception as exc:
+        emit(_Event("end", serial, error=f"unavailable: {_reason(exc)}"))
+        return
+    for n, item in enumerate(items):
+        if n and params.cooldown_s:
+            # Lets a phone shed the heat of the last run, so runs start from the same state.
+            stop.wait(params.cooldown_s)
+        if stop.is_set():
+            return
+        emit(_Event("start", serial, item))
+        config = configs[item.config]
+        run_dir = (work_dir / _safe(serial) / f"{item.bundle}-{_safe(refs[item.bundle].name)}"
+                   / _safe(config_key(config)) / f"r{item.repeat}")
+        run = _one_run(target, bundles[item.bundle], refs[item.bundle], config, item.repeat,
+                       run_dir, info, params)
+        if stop.is_set():
+            return
+        emit(_Event("run", serial, item, run))
+        if run.status == "error" and not _alive(target):
+            emit(_Event("end", serial, error=f"device lost after: {run.error}"))
+            return
+    emit(_Event("end", serial))
+
+
+def _one_run(
+    target: Target,
+    bundle: Bundle,
+    ref: BundleRef,
+    config: RunConfig,
+    repeat: int,
+    run_dir: Path,
+    info: DeviceInfo | None,
+    params: BenchParams,
+) -> BenchRun:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    probe = params.probe_state and target.shell is not None
+    before = probe_state(target.shell) if probe and target.shell else None
+    started = now_iso()
+    result = error = None
+    try:
+        result = target.run(bundle, config, run_dir)
+    except Exception as exc:  # one run's failure is a record, never the bench's end
+        error = _reason(exc)
+    after = probe_state(target.shell) if probe and target.shell else None
+    warnings = state_warnings(before, after)
+    profile: list[OpTime] = []
+    if result is not None and config.profile:
+        path = _profile_path(result, run_dir)
+        if path is None:
+            warnings.append("profile: the runner wrote no onnxruntime profile")
+        else:
+            try:
+                profile = parse_profile(path)
+            except EdgepackError as exc:
+                warnings.append(f"profile: {exc.message}")
+    status = "error" if result is None else ("pass" if result.passed else "fail")
+    return BenchRun(
+        serial=target.serial,
+        bundle_name=ref.name,
+        bundle_sha256=ref.sha256,
+        config=config,
+        config_key=config_key(config),
+        repeat=repeat,
+        status=status,
+        started_at=started,
+        finished_at=now_iso(),
+        device=result.device if result is not None else info,
+        result=result,
+        error=error,
+        state_before=before,
+        state_after=after,
+        warnings=warnings,
+        profile=profile,
+        work_dir=str(run_dir),
+    )
+
+
+def _profile_path(result: DeployResult, run_dir: Path) -> Path | None:
+    # A host run's profile path is local; a device run's names the device's file, which deploy
+    # pulls into the run's directory under the same name.
+    named = result.sets[0].runner.profile_file
+    candidates = [Path(named), run_dir / Path(named).name] if named else []
+    candidates += sorted(run_dir.glob("*.json"))
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def _alive(target: Target) -> bool:
+    if target.shell is None:
+        return True
+    try:
+        return target.shell("echo ok", PROBE_TIMEOUT_S).stdout.strip() == "ok"
+    except Exception:
+        return False
+
+
+def _error_run(serial: str, ref: BundleRef, config: RunConfig, repeat: int, reason: str,
+               device: DeviceInfo | None) -> BenchRun:
+    stamp = now_iso()
+    return BenchRun(serial, ref.name, ref.sha256, config, config_key(config), repeat, "error",
+                    stamp, stamp, device, error=f"not run: {reason}")
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, EdgepackError):
+        return exc.message
+    return f"{type(exc).__name__}: {short(exc)}"
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", text)[:80] or "_"

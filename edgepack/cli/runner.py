@@ -1,0 +1,94 @@
+"""`edgepack runner build` and `edgepack runner list`: the native runner in the cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from edgepack.cli.app import app
+from edgepack.cli.render import console, emit_json, note, size
+
+runner_app = typer.Typer(
+    name="runner",
+    help="Build and list edgepack-runner, the native program that runs bundles on devices.",
+    no_args_is_help=True,
+)
+app.add_typer(runner_app, name="runner")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+def _build_doc(build: Any, status: str | None = None) -> dict[str, Any]:
+    doc = build.to_json()
+    doc["directory"] = str(build.directory)
+    if status is not None:
+        doc["status"] = status
+    return doc
+
+
+@runner_app.command("build")
+def build(
+    target: Annotated[str, typer.Option(
+        "--target", help="host, android-arm64-v8a, android-armeabi-v7a, android-x86_64 or "
+                         "linux-aarch64.")],
+    ort_aar: Annotated[Path | None, typer.Option(
+        "--ort-aar", help="An official onnxruntime-android AAR (headers; Android libraries). "
+                          "Default: Maven Central if reachable, else the npm package.")] = None,
+    ndk: Annotated[Path | None, typer.Option(
+        "--ndk", help="Android NDK directory (default: $ANDROID_NDK_HOME).")] = None,
+    android_platform: Annotated[str, typer.Option(
+        "--android-platform", help="ANDROID_PLATFORM for Android targets.")] = "android-24",
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if built.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Build the runner for a target into the cache (reused when already built)."""
+    from edgepack.runner.build import build_runner
+
+    result = build_runner(target, ort_aar=ort_aar, ndk=ndk, android_platform=android_platform,
+                          force=force, log=note)
+    if json_out:
+        emit_json(_build_doc(result))
+        return
+    out = console()
+    out.print(f"runner {result.id}", markup=False)
+    out.print(f"  in {result.directory}", markup=False)
+    out.print(f"  onnxruntime {result.ort_version} ({result.library_origin}); headers "
+              f"{result.headers_version} (C API {result.ort_api_version})", markup=False)
+    for f in result.files:
+        out.print(f"  push {f.name} ({size(f.size)})", markup=False)
+    from edgepack.runner.targets import shell_command
+
+    for cmd in result.commands:
+        out.print(f"  built with: {shell_command(cmd)}", markup=False, soft_wrap=True)
+
+
+@runner_app.command("list")
+def list_(json_out: JsonOpt = False) -> None:
+    """List the runners built in the cache, and whether each is usable."""
+    from edgepack.runner.cache import check_build, list_builds, runners_root, sources_sha256
+
+    sources = sources_sha256()
+    rows = []
+    for b in list_builds():
+        problems = check_build(b)
+        status = ("broken: " + "; ".join(problems) if problems
+                  else "ok" if b.is_current(sources) else "stale (sources changed)")
+        rows.append((b, status))
+    if json_out:
+        emit_json([_build_doc(b, status) for b, status in rows])
+        return
+    if not rows:
+        note(f"no runners built in {runners_root()}: `edgepack runner build --target host` "
+             "builds one")
+        return
+    from rich.table import Table
+
+    table = Table(title=f"runners in {runners_root()}")
+    for col in ("target", "onnxruntime", "headers", "id", "size", "status"):
+        table.add_column(col)
+    for b, status in rows:
+        table.add_row(b.target, b.ort_version, b.headers_version, b.id, size(b.total_bytes),
+                      status)
+    console().print(table)

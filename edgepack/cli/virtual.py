@@ -1,0 +1,189 @@
+"""`edgepack virtual-device`: serve a virtual adb device until interrupted."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgepack.cli.app import app
+from edgepack.errors import EdgepackError, ExitCode
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMG]?)i?B?", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+
+
+def parse_size(text: str, what: str) -> int:
+    """Bytes from `123`, `64K`, `10M`, `1.5G` (binary multiples)."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        raise EdgepackError(f"{what} {text!r}: expected a number of bytes, e.g. 65536, 64K, 10M",
+                            ExitCode.BAD_INPUT)
+    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+
+
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise EdgepackError(f"{what} {item!r}: expected KEY=VALUE", ExitCode.BAD_INPUT)
+        pairs[key] = value
+    return pairs
+
+
+@app.command("virtual-device")
+def virtual_device(
+    root: Annotated[Path, typer.Option(
+        "--root", help="Directory holding the device's files (/data/local/tmp is "
+        "ROOT/data/local/tmp); created if missing.")],
+    port: Annotated[int, typer.Option(
+        "--port", help="TCP port to listen on; 0 picks a free one. Stay out of 5555-5585, "
+        "which adb servers probe for emulators.")] = 0,
+    host: Annotated[str, typer.Option(
+        "--host", help="Address to listen on; 0.0.0.0 lets other machines' adb servers "
+        "connect.")] = "127.0.0.1",
+    port_file: Annotated[Path | None, typer.Option(
+        "--port-file", help="Write the port here once listening (for scripts using --port 0)."
+    )] = None,
+    serial: Annotated[str | None, typer.Option(
+        "--serial", help="ro.serialno (adb itself lists the device as HOST:PORT).")] = None,
+    abi: Annotated[str | None, typer.Option(
+        "--abi", help="ro.product.cpu.abi to REPORT (default: the host's). Programs still run "
+        "as the host's ABI.")] = None,
+    model: Annotated[str, typer.Option("--model", help="ro.product.model.")] = (
+        "edgepack virtual device"),
+    manufacturer: Annotated[str, typer.Option(
+        "--manufacturer", help="ro.product.manufacturer.")] = "edgepack",
+    sdk: Annotated[int, typer.Option("--sdk", help="ro.build.version.sdk.")] = 34,
+    release: Annotated[str | None, typer.Option(
+        "--release", help="ro.build.version.release (default: from --sdk).")] = None,
+    soc_model: Annotated[str, typer.Option("--soc-model", help="ro.soc.model.")] = "VIRTUAL",
+    soc_manufacturer: Annotated[str, typer.Option(
+        "--soc-manufacturer", help="ro.soc.manufacturer.")] = "edgepack",
+    prop: Annotated[list[str], typer.Option(
+        "--prop", help="KEY=VALUE, any property, repeatable; overrides the options above."
+    )] = [],  # noqa: B006
+    battery_level: Annotated[int, typer.Option(
+        "--battery-level", help="dumpsys battery: level in percent.")] = 90,
+    battery_temperature: Annotated[int, typer.Option(
+        "--battery-temperature", help="dumpsys battery: tenths of a degree C (250 = 25.0 C).")
+    ] = 250,
+    battery_status: Annotated[str, typer.Option(
+        "--battery-status", help="dumpsys battery: charging, discharging, not-charging, full, "
+        "unknown, or the number.")] = "charging",
+    thermal_status: Annotated[int, typer.Option(
+        "--thermal-status", help="dumpsys thermalservice: Thermal Status, 0 (none) to 6.")] = 0,
+    temperature: Annotated[list[str], typer.Option(
+        "--temperature", help="NAME=CELSIUS, a thermalservice sensor, repeatable; replaces the "
+        "default sensors.")] = [],  # noqa: B006
+    bandwidth: Annotated[str | None, typer.Option(
+        "--bandwidth", help="Fault: cap each direction at this many bytes/s (64K, 10M...).")
+    ] = None,
+    latency_ms: Annotated[float, typer.Option(
+        "--latency-ms", help="Fault: delay each message the device receives.")] = 0.0,
+    drop_after: Annotated[str | None, typer.Option(
+        "--drop-after", help="Fault: drop the adb connection after this many bytes of a sync "
+        "transfer (push or pull), once unless --drop-always.")] = None,
+    drop_always: Annotated[bool, typer.Option(
+        "--drop-always", help="Fault: drop every transfer that reaches --drop-after.")] = False,
+    vanish_after: Annotated[float | None, typer.Option(
+        "--vanish-after", help="Fault: vanish (drop all connections, stop listening) this many "
+        "seconds after start.")] = None,
+    vanish_on: Annotated[str | None, typer.Option(
+        "--vanish-on", help="Fault: vanish when a shell command matching this regex starts "
+        "(once).")] = None,
+    vanish_delay: Annotated[float, typer.Option(
+        "--vanish-delay", help="Fault: seconds between the --vanish-on command starting and the "
+        "device vanishing.")] = 0.0,
+    revive_after: Annotated[float | None, typer.Option(
+        "--revive-after", help="Fault: come back this many seconds after vanishing.")] = None,
+    quota: Annotated[str | None, typer.Option(
+        "--quota", help="Fault: the root holds at most this many bytes; pushes past it fail "
+        "with 'No space left on device'.")] = None,
+    runner_fault: Annotated[str | None, typer.Option(
+        "--runner-fault", help="Fault: a program named edgepack-runner crashes (crash: SIGSEGV) "
+        "or hangs (hang) when a command runs it; the binary itself is untouched. Needs cc.")
+    ] = None,
+    runner_fault_once: Annotated[bool, typer.Option(
+        "--runner-fault-once", help="Fault: only the first run of the runner meets the fault.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option(
+        "-v", "--verbose", help="Log connections, refused services and faults.")] = False,
+) -> None:
+    """Serve a virtual adb device: the real adb server attaches to it with
+    `adb connect HOST:PORT`, and adb, adbutils and edgepack then use it like a phone.
+
+    It runs THIS machine's programs, so its ABI is the host's (x86_64 on a PC), whatever
+    --abi reports: edgepack deploys the host runner to it (ro.edgepack.runner_target=host).
+    Shell commands are real processes on this machine with device paths (/data, /sdcard,
+    /storage, /mnt) mapped into --root; it is a stand-in for tests and lab rehearsals, not a
+    sandbox. Runs until interrupted (Ctrl-C or SIGTERM).
+    """
+    import logging
+    import signal
+    import sys
+    import threading
+
+    from edgepack.devices.virtual import DeviceConfig, Faults, VirtualDevice
+    from edgepack.devices.virtual.props import host_abi
+    from edgepack.devices.virtual.runnerfault import RunnerFaultUnavailable
+    from edgepack.devices.virtual.sysinfo import Battery, Thermal
+    from edgepack.devices.virtual.sysinfo import battery_status as parse_battery_status
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="virtual-device: %(message)s")
+    try:
+        temperatures = {k: float(v) for k, v in _pairs(temperature, "--temperature").items()}
+        status = parse_battery_status(battery_status)
+    except ValueError as exc:
+        raise EdgepackError(str(exc), ExitCode.BAD_INPUT) from None
+    faults = Faults(
+        bandwidth=parse_size(bandwidth, "--bandwidth") if bandwidth else None,
+        latency=latency_ms / 1000.0,
+        drop_after_bytes=parse_size(drop_after, "--drop-after") if drop_after else None,
+        drop_always=drop_always,
+        vanish_on_command=vanish_on,
+        vanish_delay=vanish_delay,
+        revive_after=revive_after,
+        quota_bytes=parse_size(quota, "--quota") if quota else None,
+        runner=runner_fault,
+        runner_once=runner_fault_once,
+    )
+    config = DeviceConfig(
+        root=root, port=port, host=host, serial=serial, abi=abi or host_abi(), model=model,
+        manufacturer=manufacturer, sdk=sdk, release=release, soc_model=soc_model,
+        soc_manufacturer=soc_manufacturer, props=_pairs(prop, "--prop"),
+        battery=Battery(level=battery_level, temperature=battery_temperature, status=status),
+        thermal=Thermal(status=thermal_status, **({"temperatures": temperatures}
+                                                  if temperatures else {})),
+        faults=faults, vanish_after=vanish_after,
+    )
+    try:
+        device = VirtualDevice(config).start()
+    except ValueError as exc:
+        raise EdgepackError(f"virtual device: {exc}", ExitCode.BAD_INPUT) from None
+    except RunnerFaultUnavailable as exc:
+        raise EdgepackError(f"--runner-fault: {exc}", ExitCode.BAD_INPUT) from None
+    except OSError as exc:
+        raise EdgepackError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}): pick another --port, or 0",
+            ExitCode.BAD_INPUT) from None
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        if port_file is not None:
+            tmp = port_file.with_name(port_file.name + ".tmp")
+            tmp.write_text(f"{device.port}\n", "utf-8")
+            tmp.replace(port_file)  # a reader never sees half a number
+        typer.echo(f"virtual device listening on {device.address} (root {device.root}); "
+                   f"attach it with: adb connect {device.address}", err=True)
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        device.stop()

@@ -1,0 +1,135 @@
+"""The runner faults: a preloaded library that makes edgepack-runner crash or hang.
+
+A shell command run while the fault is on gets LD_PRELOAD with this small library. Its
+constructor runs in every dynamically linked program the command starts and does nothing unless
+the program is named edgepack-runner; the runner then crashes with SIGSEGV or hangs until
+killed, before its main() runs. So the runner binary on the device stays as pushed (its sha256
+still matches), and however the command starts it (absolute path, `cd && ./edgepack-runner`,
+under `timeout`, `env`, `sh -c`), the fault applies, with no race. A statically linked runner,
+or a command that clears LD_PRELOAD, escapes it. Building the library needs a C compiler (cc or
+gcc), which building the runner needs anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+ENV_MODE = "EDGEPACK_VD_RUNNER_FAULT"
+ENV_MARK = "EDGEPACK_VD_RUNNER_FAULT_MARK"
+ENV_ONCE = "EDGEPACK_VD_RUNNER_FAULT_ONCE"
+
+_SOURCE = r"""
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *base_name(const char *path) {
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+static void say(const char *text) {
+    ssize_t ignored = write(2, text, strlen(text));
+    (void)ignored;
+}
+
+__attribute__((constructor)) static void edgepack_vd_runner_fault(void) {
+    const char *mode = getenv("EDGEPACK_VD_RUNNER_FAULT");
+    if (!mode || !*mode) return;
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return;
+    exe[n] = 0;
+    if (strcmp(base_name(exe), "edgepack-runner") != 0 &&
+        strcmp(program_invocation_short_name, "edgepack-runner") != 0) return;
+    const char *mark = getenv("EDGEPACK_VD_RUNNER_FAULT_MARK");
+    if (mark && *mark) {
+        int fd = open(mark, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd >= 0) close(fd);
+        else if (errno == EEXIST && getenv("EDGEPACK_VD_RUNNER_FAULT_ONCE")) return;
+    }
+    if (strcmp(mode, "crash") == 0) {
+        say("edgepack virtual device: injected runner crash (SIGSEGV)\n");
+        signal(SIGSEGV, SIG_DFL);
+        raise(SIGSEGV);
+        _exit(139);
+    }
+    if (strcmp(mode, "hang") == 0) {
+        say("edgepack virtual device: injected runner hang\n");
+        for (;;) pause();
+    }
+}
+"""
+
+_lock = threading.Lock()
+
+
+class RunnerFaultUnavailable(RuntimeError):
+    pass
+
+
+def library_path() -> Path:
+    """The compiled library, built once per machine and source version, in a private cache."""
+    digest = hashlib.sha256(_SOURCE.encode()).hexdigest()[:16]
+    with _lock:
+        cache = _cache_dir()
+        target = cache / f"vd-runner-fault-{digest}.so"
+        if target.is_file():
+            return target
+        compiler = shutil.which("cc") or shutil.which("gcc")
+        if compiler is None:
+            raise RunnerFaultUnavailable(
+                "the runner faults need a C compiler (cc or gcc) to build their preload library"
+            )
+        with tempfile.TemporaryDirectory(prefix="vd-fault-") as tmp:
+            src = Path(tmp) / "fault.c"
+            src.write_text(_SOURCE, "utf-8")
+            out = Path(tmp) / "fault.so"
+            proc = subprocess.run(
+                [compiler, "-shared", "-fPIC", "-O2", "-o", str(out), str(src)],
+                capture_output=True, text=True, timeout=120,
+            )
+            if proc.returncode != 0:
+                raise RunnerFaultUnavailable(
+                    f"building the runner fault library failed: {proc.stderr.strip()[:500]}"
+                )
+            # Another process may build the same file at the same moment: replace atomically.
+            staged = target.with_name(f".{target.name}.{os.getpid()}")
+            shutil.copyfile(out, staged)
+            os.replace(staged, target)
+        return target
+
+
+def _cache_dir() -> Path:
+    home_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgepack"
+    try:
+        home_cache.mkdir(parents=True, exist_ok=True)
+        return home_cache
+    except OSError:  # a read-only home in CI
+        fallback = Path(tempfile.gettempdir()) / f"edgepack-{os.getuid()}"
+        fallback.mkdir(mode=0o700, exist_ok=True)
+        return fallback
+
+
+def environment(lib: Path, mode: str, once: bool, mark: Path,
+                base_preload: str | None) -> dict[str, str]:
+    """What to add to a shell command's environment so that the fault applies.
+
+    `lib` must be a path without spaces or colons (LD_PRELOAD splits at them): the device
+    links the cached library into its state directory for that.
+    """
+    preload = f"{lib} {base_preload}" if base_preload else str(lib)
+    env = {"LD_PRELOAD": preload, ENV_MODE: mode, ENV_MARK: str(mark)}
+    if once:
+        env[ENV_ONCE] = "1"
+    return env

@@ -1,0 +1,322 @@
+"""Did anything get worse? Candidate runs against baseline runs of the same model and config.
+
+Latency regression: the candidate's median is slower than the baseline's by more than a threshold
+(default 5 %) AND the candidate's per-iteration samples are significantly larger (Mann-Whitney U,
+one-sided, p < alpha, default 0.01). Both are needed: the threshold alone fires on noise when
+samples are few or unstable, the test alone fires on differences too small to matter when samples
+are many. Mann-Whitney U, not a t-test, because latencies are skewed and have outliers (GC, an
+interrupt, a frequency step) that would swamp a mean.
+
+Accuracy regression: an output (of a test set) that passed in every baseline run and fails in a
+candidate run.
+
+Baselines are matched by device model (not serial: a lab has several phones of one model, and a
+replaced phone keeps its history) and configuration key (EP, threads, optimization, affinity).
+For each such pair the baseline is the newest session the reference selects that has runs for it.
+
+`--baseline REF` is one of:
+
+- `previous`: the newest earlier session of the same model and configuration, of any bundle
+  (what changed since the last time this ran there);
+- `label:NAME`: sessions stored with `--label NAME` (e.g. a branch or commit: `label:main`);
+- `sha256:PREFIX`: runs of the bundle whose sha256 starts with PREFIX (at least 6 hex digits);
+- a path to a bundle directory: runs of that bundle (its manifest's sha256);
+- a bare word: a bundle directory if one is there, else a sha256 prefix if it is hex and one
+  stored bundle has it, else a label.
+
+The candidate's own session is never its baseline.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgepack.errors import EdgepackError, ExitCode
+from edgepack.history import HistoryRun, HistoryStore
+
+DEFAULT_THRESHOLD = 0.05
+DEFAULT_ALPHA = 0.01
+
+
+@dataclass(frozen=True)
+class LatencyTest:
+    baseline_median_ms: float
+    candidate_median_ms: float
+    change: float  # (candidate - baseline) / baseline: +0.10 is 10 % slower
+    p_value: float  # one-sided: candidate slower than baseline
+    p_value_faster: float  # one-sided the other way, for improvements
+    n_baseline: int
+    n_candidate: int
+    threshold: float
+    alpha: float
+
+    @property
+    def regression(self) -> bool:
+        return self.change > self.threshold and self.p_value < self.alpha
+
+    @property
+    def improvement(self) -> bool:
+        return self.change < -self.threshold and self.p_value_faster < self.alpha
+
+
+def latency_test(
+    baseline: Sequence[float],
+    candidate: Sequence[float],
+    threshold: float = DEFAULT_THRESHOLD,
+    alpha: float = DEFAULT_ALPHA,
+) -> LatencyTest:
+    import numpy as np
+    from scipy.stats import mannwhitneyu
+
+    if not baseline or not candidate:
+        raise ValueError("latency_test needs samples on both sides")
+    base = np.asarray(baseline, dtype=np.float64)
+    cand = np.asarray(candidate, dtype=np.float64)
+    b_med, c_med = float(np.median(base)), float(np.median(cand))
+    change = (c_med - b_med) / b_med if b_med > 0 else math.inf
+    if np.ptp(np.concatenate([base, cand])) == 0:
+        slower = faster = 1.0  # every sample equal: nothing to test, and scipy would warn
+    else:
+        slower = float(mannwhitneyu(cand, base, alternative="greater").pvalue)
+        faster = float(mannwhitneyu(cand, base, alternative="less").pvalue)
+    return LatencyTest(b_med, c_med, change, slower, faster, int(base.size), int(cand.size),
+                       threshold, alpha)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """What REF resolved to: runs are chosen by label, by bundle, or as the previous session."""
+
+    ref: str
+    kind: str  # "previous", "label" or "bundle"
+    value: str | None
+    description: str
+
+
+@dataclass(frozen=True)
+class BaselineSession:
+    session: str
+    label: str | None
+    bundle_name: str
+    bundle_sha256: str
+    started_at: str
+    runs: int
+    samples: int
+
+
+@dataclass(frozen=True)
+class AccuracyRegression:
+    set_index: int
+    output: str
+    reason: str  # the candidate's failure
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One candidate group (device x bundle x configuration) against its baseline."""
+
+    serial: str
+    model: str
+    bundle_name: str
+    bundle_sha256: str
+    config_key: str
+    baseline: BaselineSession | None
+    latency: LatencyTest | None
+    accuracy: list[AccuracyRegression] = field(default_factory=list)
+    note: str | None = None  # why there is nothing to compare
+
+    @property
+    def regressed(self) -> bool:
+        return bool(self.accuracy) or (self.latency is not None and self.latency.regression)
+
+    def summary(self) -> str:
+        parts = []
+        if self.latency is not None:
+            t = self.latency
+            kind = ("REGRESSION" if t.regression else "improvement" if t.improvement
+                    else "no significant change")
+            parts.append(f"latency {kind}: median {t.baseline_median_ms:.3f} -> "
+                         f"{t.candidate_median_ms:.3f} ms ({t.change * 100:+.1f} %, "
+                         f"Mann-Whitney p={t.p_value:.2g})")
+        for a in self.accuracy:
+            parts.append(f"ACCURACY REGRESSION: set {a.set_index} output {a.output} passed in "
+                         f"the baseline and fails now ({a.reason})")
+        if self.note:
+            parts.append(self.note)
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class RegressionReport:
+    baseline: Baseline
+    candidate_session: str | None
+    threshold: float
+    alpha: float
+    comparisons: list[Comparison]
+
+    @property
+    def regressions(self) -> list[Comparison]:
+        return [c for c in self.comparisons if c.regressed]
+
+    @property
+    def compared(self) -> int:
+        return sum(1 for c in self.comparisons if c.baseline is not None)
+
+    def find(self, serial: str, bundle_sha256: str, config_key: str) -> Comparison | None:
+        for c in self.comparisons:
+            if (c.serial, c.bundle_sha256, c.config_key) == (serial, bundle_sha256, config_key):
+                return c
+        return None
+
+
+# ---------------------------------------------------------------------------- baselines
+
+
+def resolve_baseline(store: HistoryStore, ref: str) -> Baseline:
+    """REF -> what selects baseline runs; an unknown REF is an error that lists what is known."""
+    text = ref.strip()
+    if not text:
+        raise EdgepackError("--baseline needs a value: previous, label:NAME, sha256:PREFIX or a "
+                            "bundle path")
+    if text == "previous":
+        return Baseline(ref, "previous", None, "the previous session of each model and "
+                                               "configuration")
+    kind, sep, value = text.partition(":")
+    if sep and kind == "label":
+        if value not in store.labels():
+            raise _unknown(store, ref, f"no session is labelled {value!r}")
+        return Baseline(ref, "label", value, f"sessions labelled {value!r}")
+    if sep and kind == "sha256":
+        found = _by_sha(store, ref, value, strict=True)
+        assert found is not None  # strict: raises instead
+        return found
+    path = Path(text).expanduser()
+    if path.is_dir():
+        from edgepack.bundle import load_bundle
+
+        bundle = load_bundle(path, verify=False)
+        if not store.bundles_matching(bundle.sha256):
+            raise _unknown(store, ref, f"bundle {bundle.name} (sha256 {bundle.sha256[:12]}) has "
+                                       "no runs in the history")
+        return Baseline(ref, "bundle", bundle.sha256,
+                        f"bundle {bundle.name} at {path} (sha256 {bundle.sha256[:12]})")
+    if re.fullmatch(r"[0-9a-fA-F]{6,64}", text):
+        found = _by_sha(store, ref, text, strict=False)
+        if found is not None:
+            return found
+    if text in store.labels():
+        return Baseline(ref, "label", text, f"sessions labelled {text!r}")
+    raise _unknown(store, ref, "it is not a bundle directory, a stored bundle's sha256 prefix, "
+                               "or a label")
+
+
+def _by_sha(store: HistoryStore, ref: str, prefix: str, strict: bool) -> Baseline | None:
+    if not re.fullmatch(r"[0-9a-fA-F]{6,64}", prefix):
+        raise EdgepackError(f"--baseline {ref}: a sha256 prefix needs 6 to 64 hex digits")
+    matches = store.bundles_matching(prefix.lower())
+    if len(matches) > 1:
+        names = ", ".join(f"{sha[:12]} ({name})" for sha, name in matches[:5])
+        raise EdgepackError(f"--baseline {ref}: the prefix matches several bundles ({names}); "
+                            "give more digits")
+    if not matches:
+        if strict:
+            raise _unknown(store, ref, f"no stored bundle's sha256 starts with {prefix}")
+        return None
+    sha, name = matches[0]
+    return Baseline(ref, "bundle", sha, f"bundle {name} (sha256 {sha[:12]})")
+
+
+def _unknown(store: HistoryStore, ref: str, why: str) -> EdgepackError:
+    labels = store.labels()[:8]
+    known = f"; labels in {store.path}: {', '.join(labels)}" if labels else ""
+    return EdgepackError(
+        f"--baseline {ref}: {why}. Use previous, label:NAME, sha256:PREFIX or a bundle "
+        f"directory{known}",
+        ExitCode.BAD_INPUT,
+    )
+
+
+def baseline_runs(
+    store: HistoryStore, baseline: Baseline, model: str, config_key: str,
+    exclude_sessions: set[str], before: str | None,
+) -> list[HistoryRun]:
+    """The baseline runs for one model and configuration: the newest selected session's."""
+    runs = store.runs(
+        model=model, config_key=config_key, ok_only=True,
+        label=baseline.value if baseline.kind == "label" else None,
+        bundle=baseline.value if baseline.kind == "bundle" else None,
+        before=before if baseline.kind == "previous" else None,
+        newest_first=True,
+    )
+    runs = [r for r in runs if r.session not in exclude_sessions]
+    if not runs:
+        return []
+    newest = runs[0].session
+    return [r for r in runs if r.session == newest]
+
+
+# ---------------------------------------------------------------------------- comparing
+
+
+def compare_runs(
+    store: HistoryStore,
+    candidate: Sequence[HistoryRun],
+    baseline: Baseline,
+    threshold: float = DEFAULT_THRESHOLD,
+    alpha: float = DEFAULT_ALPHA,
+) -> RegressionReport:
+    """Compare every candidate group (device x bundle x configuration) with its baseline."""
+    groups: dict[tuple[str, str, str], list[HistoryRun]] = {}
+    for run in candidate:
+        groups.setdefault((run.serial, run.bundle_sha256, run.config_key), []).append(run)
+    sessions = {r.session for r in candidate}
+    candidate_session = next(iter(sessions)) if len(sessions) == 1 else None
+    comparisons = []
+    for (serial, _, key), members in groups.items():
+        first = members[0]
+        base = baseline_runs(store, baseline, first.device_model, key, exclude_sessions=sessions,
+                             before=min(r.started_at for r in members))
+        comparisons.append(_compare_group(serial, first, key, members, base, threshold, alpha))
+    return RegressionReport(baseline, candidate_session, threshold, alpha, comparisons)
+
+
+def _compare_group(
+    serial: str, first: HistoryRun, key: str, members: list[HistoryRun],
+    base: list[HistoryRun], threshold: float, alpha: float,
+) -> Comparison:
+    common = dict(serial=serial, model=first.device_model, bundle_name=first.bundle_name,
+                  bundle_sha256=first.bundle_sha256, config_key=key)
+    if not base:
+        return Comparison(**common, baseline=None, latency=None,
+                          note=f"no baseline runs for {first.device_model} {key}")
+    b0 = base[0]
+    samples = [x for r in base for x in r.latencies_ms]
+    session = BaselineSession(b0.session, b0.label, b0.bundle_name, b0.bundle_sha256,
+                              min(r.started_at for r in base), len(base), len(samples))
+    done = [r for r in members if r.status != "error"]
+    if not done:
+        errors = "; ".join(dict.fromkeys(r.error or "error" for r in members))
+        return Comparison(**common, baseline=session, latency=None,
+                          note=f"the candidate did not run: {errors}")
+    cand_samples = [x for r in done for x in r.latencies_ms]
+    latency = latency_test(samples, cand_samples, threshold, alpha) if samples and cand_samples \
+        else None
+
+    # An output regresses when every baseline run passed it and a candidate run fails it.
+    passed_before: dict[tuple[int, str], bool] = {}
+    for r in base:
+        for v in r.verdicts:
+            k = (v.set_index, v.output)
+            passed_before[k] = passed_before.get(k, True) and v.passed
+    accuracy: dict[tuple[int, str], AccuracyRegression] = {}
+    for r in done:
+        for v in r.verdicts:
+            k = (v.set_index, v.output)
+            if not v.passed and passed_before.get(k) and k not in accuracy:
+                accuracy[k] = AccuracyRegression(v.set_index, v.output, v.reason or "failed")
+    return Comparison(**common, baseline=session, latency=latency,
+                      accuracy=list(accuracy.values()))

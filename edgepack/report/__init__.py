@@ -1,0 +1,111 @@
+"""Reports of a bench (or regress): report.json, junit.xml, report.md and report.html.
+
+All four render one `ReportData`, built once from the bench's records, so they always agree.
+report.json's schema is documented in docs/report-schema.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgepack.bench import BenchResult, GroupSummary, now_iso
+
+if TYPE_CHECKING:
+    from edgepack.bundle import Bundle
+    from edgepack.history import HistoryStore, TrendSeries
+    from edgepack.regress import Comparison, RegressionReport
+    from edgepack.report.images import ImageComparison
+
+REPORT_FILES = ("report.json", "junit.xml", "report.md", "report.html")
+
+
+@dataclass(frozen=True)
+class ReportData:
+    bench: BenchResult
+    groups: list[GroupSummary]
+    regression: RegressionReport | None = None
+    trend: list[TrendSeries] = field(default_factory=list)
+    images: list[ImageComparison] = field(default_factory=list)
+    generated_at: str = ""
+    history_db: str | None = None
+
+    @property
+    def top_ops(self) -> int:
+        return self.bench.params.top_ops
+
+    def comparison(self, g: GroupSummary) -> Comparison | None:
+        if self.regression is None:
+            return None
+        return self.regression.find(g.serial, g.bundle_sha256, g.config_key)
+
+    def outcome(self, g: GroupSummary) -> str:
+        """"fail" (outputs differ or a regression), "error" (a run did not finish) or "pass"."""
+        c = self.comparison(g)
+        if g.status == "fail" or (c is not None and c.regressed):
+            return "fail"
+        return g.status
+
+    @property
+    def counts(self) -> dict[str, int]:
+        outcomes = [self.outcome(g) for g in self.groups]
+        return {
+            "tests": len(outcomes),
+            "passed": outcomes.count("pass"),
+            "failures": outcomes.count("fail"),
+            "errors": outcomes.count("error"),
+            "mismatches": sum(1 for g in self.groups if g.status == "fail"),
+            "regressions": len(self.regression.regressions) if self.regression else 0,
+            "unstable": sum(1 for g in self.groups if g.unstable),
+        }
+
+
+def build_report(
+    bench: BenchResult,
+    *,
+    regression: RegressionReport | None = None,
+    store: HistoryStore | None = None,
+    bundles: Sequence[Bundle] = (),
+    max_images: int = 12,
+) -> ReportData:
+    """Gather what the renderers need: summaries, the history trend, image comparisons."""
+    groups = bench.groups()
+    trend: list[TrendSeries] = []
+    if store is not None:
+        for name in dict.fromkeys(b.name for b in bench.bundles):
+            keys = {(g.model, g.config_key) for g in groups if g.bundle_name == name and g.stats}
+            trend += store.trend(name, keys)
+    images: list[ImageComparison] = []
+    if bundles:
+        from edgepack.report.images import image_comparisons
+
+        work_dirs: dict[tuple[str, str, str], str] = {}
+        for run in bench.runs:
+            if run.result is not None and run.work_dir:
+                # A failing run's outputs are the ones worth looking at.
+                key = (run.serial, run.bundle_sha256, run.config_key)
+                if key not in work_dirs or run.status == "fail":
+                    work_dirs[key] = run.work_dir
+        images = image_comparisons(groups, {b.sha256: b for b in bundles}, work_dirs, max_images)
+    return ReportData(bench, groups, regression, trend, images, now_iso(),
+                      str(store.path) if store is not None else None)
+
+
+def write_reports(data: ReportData, directory: Path) -> list[Path]:
+    from edgepack.fileio import atomic_write_text
+    from edgepack.report.html_report import render_html
+    from edgepack.report.json_report import render_json
+    from edgepack.report.junit import render_junit
+    from edgepack.report.markdown import render_markdown
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, render in zip(REPORT_FILES, (render_json, render_junit, render_markdown,
+                                           render_html), strict=True):
+        path = directory / name
+        atomic_write_text(path, render(data))
+        written.append(path)
+    return written

@@ -1,0 +1,286 @@
+"""report.html: one self-contained file (inline CSS, SVG plots, PNG data URIs); opens offline."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from html import escape
+
+from edgepack.report import ReportData
+from edgepack.report.images import ImageComparison
+from edgepack.report.markdown import fmt_metric, fmt_ms
+from edgepack.report.svg import Row, Series, distribution_plot, line_plot
+
+CSS = """
+body{font:14px/1.45 system-ui,'Segoe UI',Helvetica,Arial,sans-serif;margin:24px;color:#222}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:6px 0 12px}
+td,th{padding:3px 9px;border-bottom:1px solid #eee}
+th{text-align:left;background:#f6f6f6} td.n{text-align:right;font-variant-numeric:tabular-nums}
+.pass{color:#1a7f37;font-weight:600} .fail{color:#cf222e;font-weight:700}
+.error{color:#9a6700;font-weight:700} .muted{color:#777} .warn{color:#9a6700}
+.cards{display:flex;gap:10px;margin:12px 0} .card{border:1px solid #ddd;border-radius:6px;
+padding:6px 14px} .card b{font-size:20px;display:block}
+figure{display:inline-block;margin:4px 12px 12px 0;vertical-align:top}
+figure img{image-rendering:pixelated;border:1px solid #ccc;width:224px;height:auto}
+figcaption{font-size:12px;color:#555;max-width:224px} code{background:#f3f3f3;padding:0 3px}
+"""
+
+
+def render_html(data: ReportData) -> str:
+    bench, counts = data.bench, data.counts
+    names = ", ".join(b.name for b in bench.bundles)
+    title = f"edgepack bench: {names} on {len(bench.serials)} device(s)"
+    body = [
+        f"<h1>{escape(title)}</h1>",
+        f"<div class='muted'>session <code>{escape(bench.session)}</code>"
+        + (f", label <code>{escape(bench.label)}</code>" if bench.label else "")
+        + f", started {escape(bench.started_at)}, {bench.wall_s:.1f} s"
+        + (", <b class='fail'>interrupted</b>" if bench.interrupted else "")
+        + f"; {bench.params.repeat} run(s) x {bench.params.iterations} iteration(s) per "
+        f"configuration</div>",
+        "<div class='cards'>"
+        + _card("tests", counts["tests"]) + _card("passed", counts["passed"], "pass")
+        + _card("failed", counts["failures"], "fail" if counts["failures"] else "")
+        + _card("errors", counts["errors"], "error" if counts["errors"] else "")
+        + _card("regressions", counts["regressions"], "fail" if counts["regressions"] else "")
+        + _card("unstable", counts["unstable"], "warn" if counts["unstable"] else "")
+        + "</div>",
+        _devices(data),
+        _results(data),
+        _distributions(data),
+        _trend(data),
+        _regressions(data),
+        _outputs(data),
+        _images(data.images),
+        _state(data),
+        _profiles(data),
+        f"<p class='muted'>generated {escape(data.generated_at)} by edgepack"
+        + (f"; history: {escape(data.history_db)}" if data.history_db else "") + "</p>",
+    ]
+    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{escape(title)}</title><style>{CSS}</style></head><body>"
+            + "\n".join(part for part in body if part) + "</body></html>\n")
+
+
+def _card(label: str, value: int, cls: str = "") -> str:
+    return f"<div class='card'><b class='{cls}'>{value}</b>{escape(label)}</div>"
+
+
+def _outcome(outcome: str) -> str:
+    text = {"pass": "pass", "fail": "FAIL"}.get(outcome, "ERROR")
+    return f"<span class='{outcome}'>{text}</span>"
+
+
+def _table(headers: list[str], rows: list[list[str]], numeric: set[int] = frozenset()) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td class='n'>{c}</td>" if i in numeric else f"<td>{c}</td>"
+                         for i, c in enumerate(row)) + "</tr>"
+        for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _devices(data: ReportData) -> str:
+    failed = data.bench.failed_devices
+    rows = []
+    for serial in data.bench.serials:
+        groups = [g for g in data.groups if g.serial == serial]
+        info = next((g.device for g in groups if g.device), None)
+        outcomes = [data.outcome(g) for g in groups]
+        worst = "fail" if "fail" in outcomes else "error" if "error" in outcomes else "pass"
+        rows.append([
+            escape(serial), escape(info.model or "-") if info else "-",
+            escape(info.abis[0]) if info and info.abis else "-",
+            str(info.sdk) if info and info.sdk else "-",
+            escape(info.soc or "-") if info else "-",
+            _outcome(worst),
+            f"{outcomes.count('pass')}/{len(outcomes)}",
+            escape(failed.get(serial, "")),
+        ])
+    return "<h2>Devices</h2>" + _table(
+        ["device", "model", "ABI", "SDK", "SoC", "outcome", "passed", "error"], rows, {6})
+
+
+def _results(data: ReportData) -> str:
+    rows = []
+    for g in data.groups:
+        s = g.stats
+        cv = "-" if s is None else f"{s.cv * 100:.1f} %" + (
+            " <span class='warn'>unstable</span>" if g.unstable else "")
+        rows.append([
+            escape(g.serial), escape(g.model), escape(g.bundle_name),
+            f"<code>{escape(g.config_key)}</code>", _outcome(data.outcome(g)),
+            f"{g.completed}/{g.runs}", str(s.count) if s else "0",
+            fmt_ms(s.median_ms if s else None), fmt_ms(s.mean_ms if s else None),
+            fmt_ms(s.std_ms if s else None), fmt_ms(s.min_ms if s else None),
+            fmt_ms(s.p90_ms if s else None), fmt_ms(s.p95_ms if s else None),
+            fmt_ms(s.p99_ms if s else None), fmt_ms(s.max_ms if s else None), cv,
+            fmt_ms(g.session_create_ms), fmt_ms(g.first_inference_ms),
+            f"{g.peak_rss_mb:.1f}" if g.peak_rss_mb else "-", escape(g.ep_used or "-"),
+        ])
+    return "<h2>Latency (ms)</h2>" + _table(
+        ["device", "model", "bundle", "config", "outcome", "runs", "n", "median", "mean", "std",
+         "min", "p90", "p95", "p99", "max", "CV", "load", "first", "peak MB", "EP"],
+        rows, set(range(5, 19)))
+
+
+def _distributions(data: ReportData) -> str:
+    parts = []
+    for serial in data.bench.serials:
+        rows = []
+        for g in data.groups:
+            if g.serial != serial or g.stats is None:
+                continue
+            samples = [x for r in data.bench.runs
+                       if (r.serial, r.bundle_sha256, r.config_key)
+                       == (g.serial, g.bundle_sha256, g.config_key)
+                       for x in r.latencies_ms]
+            label = g.config_key if len(data.bench.bundles) == 1 else (
+                f"{g.bundle_name} {g.config_key}")
+            rows.append(Row(label, samples, f"median {fmt_ms(g.stats.median_ms)} ms"))
+        if rows:
+            model = next((g.model for g in data.groups if g.serial == serial), serial)
+            plot = distribution_plot(rows, "ms", f"{serial} ({model})")
+            parts.append(f"<div class='plot'>{plot}</div>")
+    return ("<h2>Latency distribution per device</h2><p class='muted'>box: 25th-75th "
+            "percentile, thick line: median, whiskers: 5th-95th percentile, dots: iterations"
+            "</p>" + "".join(parts)) if parts else ""
+
+
+def _trend(data: ReportData) -> str:
+    by_bundle: dict[str, list[Series]] = {}
+    stamps: set[float] = set()
+    for t in data.trend:
+        points = []
+        for p in t.points:
+            x = _epoch(p.started_at)
+            stamps.add(x)
+            points.append((x, p.median_ms, f"{t.model} {t.config_key}: {p.median_ms:.3f} ms, "
+                           f"{p.started_at[:16]}" + (f", {p.label}" if p.label else "")
+                           + f", bundle {p.bundle_sha256[:8]}"))
+        by_bundle.setdefault(t.bundle_name, []).append(Series(f"{t.model} {t.config_key}",
+                                                              points))
+    if not stamps or all(len(s.points) < 2 for series in by_bundle.values() for s in series):
+        return ""
+    lo, hi = min(stamps), max(stamps)
+    labels = [(lo, _day(lo)), (hi, _day(hi))] if hi > lo else [(lo, _day(lo))]
+    plots = "".join(
+        "<div class='plot'>"
+        + line_plot(series, "median ms", f"{name}: median latency by session", labels)
+        + "</div>"
+        for name, series in by_bundle.items())
+    return "<h2>History</h2>" + plots
+
+
+def _regressions(data: ReportData) -> str:
+    r = data.regression
+    if r is None:
+        return ""
+    rows = []
+    for c in r.comparisons:
+        t = c.latency
+        verdict = (_outcome("fail") + " regression" if c.regressed else
+                   "improvement" if t is not None and t.improvement else
+                   "ok" if c.baseline else escape(c.note or "no baseline"))
+        if c.accuracy:
+            verdict += "<br>" + "<br>".join(
+                escape(f"set {a.set_index} {a.output}: {a.reason}") for a in c.accuracy)
+        rows.append([
+            escape(c.serial), escape(c.model), escape(c.bundle_name),
+            f"<code>{escape(c.config_key)}</code>",
+            escape(c.baseline.session + (f" ({c.baseline.label})" if c.baseline.label else ""))
+            if c.baseline else "-",
+            fmt_ms(t.baseline_median_ms if t else None),
+            fmt_ms(t.candidate_median_ms if t else None),
+            f"{t.change * 100:+.1f} %" if t else "-", f"{t.p_value:.2g}" if t else "-", verdict,
+        ])
+    return (f"<h2>Regressions against {escape(r.baseline.description)}</h2><p class='muted'>"
+            f"latency: median more than {r.threshold * 100:g} % slower and Mann-Whitney U "
+            f"p &lt; {r.alpha:g}; accuracy: an output that passed in the baseline fails now</p>"
+            + _table(["device", "model", "bundle", "config", "baseline session", "baseline ms",
+                      "now ms", "change", "p", "verdict"], rows, {5, 6, 7, 8}))
+
+
+def _outputs(data: ReportData) -> str:
+    rows = []
+    for g in data.groups:
+        for c in g.checks:
+            v, m = c.verdict, c.verdict.metrics
+            rows.append([
+                escape(g.serial), escape(g.bundle_name), f"<code>{escape(g.config_key)}</code>",
+                str(c.set_index), escape(v.name),
+                _outcome("pass") if v.passed else _outcome("fail") + " " + escape(v.reason),
+                fmt_metric(m.max_abs_error if m else None),
+                fmt_metric(m.max_rel_error if m else None),
+                fmt_metric(m.mean_abs_error if m else None),
+                fmt_metric(m.cosine_similarity if m else None),
+                fmt_metric(m.snr_db if m else None),
+                fmt_metric(m.top1_agreement if m else None),
+                f"{v.tolerance.rtol:g} / {v.tolerance.atol:g}",
+            ])
+    if not rows:
+        return ""
+    return "<h2>Comparison with the host</h2>" + _table(
+        ["device", "bundle", "config", "set", "output", "verdict", "max abs", "max rel",
+         "mean abs", "cosine", "SNR dB", "top-1", "rtol / atol"], rows, set(range(6, 12)))
+
+
+def _images(images: list[ImageComparison]) -> str:
+    if not images:
+        return ""
+    parts = ["<h2>Image outputs</h2><p class='muted'>host (expected) and device output on one "
+             "scale; difference map: black = equal, white = the largest difference</p>"]
+    for im in images:
+        lo, hi = im.value_range
+        head = (f"{im.serial} <code>{escape(im.config_key)}</code> {escape(im.bundle_name)} "
+                f"set {im.set_index} output <code>{escape(im.output)}</code> {im.shape} "
+                + _outcome("pass" if im.passed else "fail"))
+        parts.append(f"<div><p>{head}</p>")
+        for png, caption in (
+            (im.expected_png, f"host (expected), values {lo:.4g} .. {hi:.4g}"),
+            (im.actual_png, f"device {im.serial}"),
+            (im.diff_png, f"|device - host|, max {im.max_abs_diff:.3g}"),
+        ):
+            parts.append(f"<figure><img alt='{escape(caption)}' "
+                         f"src='{ImageComparison.data_uri(png)}'>"
+                         f"<figcaption>{escape(caption)}</figcaption></figure>")
+        parts.append("</div>")
+    return "".join(parts)
+
+
+def _state(data: ReportData) -> str:
+    rows = [[escape(g.serial), f"<code>{escape(g.config_key)}</code>", escape(w)]
+            for g in data.groups for w in g.warnings]
+    if not rows:
+        return ""
+    return "<h2>Device state</h2>" + _table(["device", "config", "warning"], rows)
+
+
+def _profiles(data: ReportData) -> str:
+    parts = []
+    for g in data.groups:
+        if not g.profile:
+            continue
+        rows = [[escape(op.op_type), escape(op.provider.removesuffix("ExecutionProvider")),
+                 str(op.calls), f"{op.total_ms:.3f}", f"{op.share * 100:.1f} %"]
+                for op in g.profile[: data.top_ops]]
+        parts.append(f"<p><b>{escape(g.serial)}</b> {escape(g.bundle_name)} "
+                     f"<code>{escape(g.config_key)}</code></p>"
+                     + _table(["operator", "EP", "calls", "total ms", "share"], rows, {2, 3, 4}))
+    if not parts:
+        return ""
+    return f"<h2>Operator profile (top {data.top_ops} by kernel time)</h2>" + "".join(parts)
+
+
+def _epoch(stamp: str) -> float:
+    try:
+        return datetime.fromisoformat(stamp).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def _day(epoch: float) -> str:
+    from datetime import UTC
+
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M")
+

@@ -1,0 +1,141 @@
+"""report.md: the report for a pull-request comment or a CI job summary."""
+
+from __future__ import annotations
+
+import math
+
+from edgepack.report import ReportData
+
+
+def fmt_ms(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if value >= 100:
+        return f"{value:.1f}"
+    if value >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3g}"
+
+
+def fmt_metric(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and (math.isinf(value) or math.isnan(value)):
+        return "inf" if value > 0 else ("-inf" if value < 0 else "nan")
+    if value == 0:
+        return "0"
+    return f"{value:.3e}" if abs(value) < 1e-3 or abs(value) >= 1e4 else f"{value:.4g}"
+
+
+OUTCOME = {"pass": "✅ pass", "fail": "❌ FAIL", "error": "⚠️ ERROR"}
+
+
+def render_markdown(data: ReportData) -> str:
+    bench, counts = data.bench, data.counts
+    names = ", ".join(b.name for b in bench.bundles)
+    p = bench.params
+    out = [
+        f"# edgepack bench: {names} on {len(bench.serials)} device(s)",
+        "",
+        f"Session `{bench.session}`" + (f", label `{bench.label}`" if bench.label else "")
+        + f", started {bench.started_at}, {bench.wall_s:.1f} s"
+        + (" — **interrupted**" if bench.interrupted else "") + ".",
+        f"{p.repeat} run(s) x {p.iterations} iteration(s) per configuration, warmup {p.warmup}, "
+        f"cooldown {p.cooldown_s:g} s" + (f", CPU affinity {p.cpu_affinity}"
+                                          if p.cpu_affinity else "") + ".",
+        "",
+        f"**{counts['tests']} test(s): {counts['passed']} passed, {counts['failures']} failed "
+        f"({counts['mismatches']} output mismatch(es), {counts['regressions']} regression(s)), "
+        f"{counts['errors']} error(s)**"
+        + (f"; {counts['unstable']} unstable (CV > 10 %)" if counts["unstable"] else "") + ".",
+        "",
+        "## Results",
+        "",
+        "| device | model | bundle | config | outcome | n | median ms | p90 | p99 | CV | "
+        "load ms | first ms | peak MB |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for g in data.groups:
+        s = g.stats
+        cv = f"{s.cv * 100:.1f} %" + (" ⚠️" if g.unstable else "") if s else "-"
+        out.append(
+            f"| {g.serial} | {_cell(g.model)} | {_cell(g.bundle_name)} | `{g.config_key}` | "
+            f"{OUTCOME[data.outcome(g)]} | {s.count if s else 0} | "
+            f"{fmt_ms(s.median_ms if s else None)} | {fmt_ms(s.p90_ms if s else None)} | "
+            f"{fmt_ms(s.p99_ms if s else None)} | {cv} | {fmt_ms(g.session_create_ms)} | "
+            f"{fmt_ms(g.first_inference_ms)} | "
+            f"{f'{g.peak_rss_mb:.1f}' if g.peak_rss_mb else '-'} |")
+
+    problems = []
+    for g in data.groups:
+        where = f"**{g.serial}** {g.bundle_name} `{g.config_key}`"
+        for c in g.checks:
+            if not c.verdict.passed:
+                problems.append(f"- {where}: set {c.set_index} output `{c.verdict.name}`: "
+                                f"{_cell(c.verdict.reason)}")
+        for e in g.errors:
+            problems.append(f"- {where}: {_cell(e)}")
+    if problems:
+        out += ["", "## Failures and errors", "", *problems]
+
+    if data.regression is not None:
+        r = data.regression
+        out += ["", f"## Regressions against {r.baseline.description}", "",
+                f"A latency regression is a median more than {r.threshold * 100:g} % slower "
+                f"with Mann-Whitney U p < {r.alpha:g}; an accuracy regression an output that "
+                "passed in the baseline and fails now.", "",
+                "| device | model | bundle | config | baseline | baseline ms | now ms | change | "
+                "p | verdict |",
+                "|---|---|---|---|---|---:|---:|---:|---:|---|"]
+        for c in r.comparisons:
+            t = c.latency
+            base = (f"`{c.baseline.session}`" + (f" ({c.baseline.label})" if c.baseline.label
+                                                 else "")) if c.baseline else "-"
+            verdict = ("❌ REGRESSION" if c.regressed else
+                       "improvement" if t is not None and t.improvement else
+                       "ok" if c.baseline else (c.note or "no baseline"))
+            if c.accuracy:
+                verdict += " (accuracy: " + ", ".join(a.output for a in c.accuracy) + ")"
+            out.append(
+                f"| {c.serial} | {_cell(c.model)} | {_cell(c.bundle_name)} | `{c.config_key}` | "
+                f"{base} | {fmt_ms(t.baseline_median_ms if t else None)} | "
+                f"{fmt_ms(t.candidate_median_ms if t else None)} | "
+                f"{f'{t.change * 100:+.1f} %' if t else '-'} | "
+                f"{f'{t.p_value:.2g}' if t else '-'} | {_cell(verdict)} |")
+
+    out += ["", "## Outputs", "",
+            "| device | bundle | config | set | output | verdict | max abs | max rel | cosine | "
+            "SNR dB | top-1 |",
+            "|---|---|---|---:|---|---|---:|---:|---:|---:|---:|"]
+    for g in data.groups:
+        for c in g.checks:
+            m = c.verdict.metrics
+            out.append(
+                f"| {g.serial} | {_cell(g.bundle_name)} | `{g.config_key}` | {c.set_index} | "
+                f"`{c.verdict.name}` | {'pass' if c.verdict.passed else '**FAIL**'} | "
+                f"{fmt_metric(m.max_abs_error if m else None)} | "
+                f"{fmt_metric(m.max_rel_error if m else None)} | "
+                f"{fmt_metric(m.cosine_similarity if m else None)} | "
+                f"{fmt_metric(m.snr_db if m else None)} | "
+                f"{fmt_metric(m.top1_agreement if m else None)} |")
+
+    warnings = [f"- **{g.serial}** `{g.config_key}`: {_cell(w)}" for g in data.groups
+                for w in g.warnings]
+    if warnings:
+        out += ["", "## Device state", "", *warnings]
+
+    profiled = [g for g in data.groups if g.profile]
+    if profiled:
+        out += ["", f"## Operator profile (top {data.top_ops} by kernel time)"]
+        for g in profiled:
+            out += ["", f"**{g.serial}** {g.bundle_name} `{g.config_key}`", "",
+                    "| operator | EP | calls | total ms | share |", "|---|---|---:|---:|---:|"]
+            out += [f"| {op.op_type} | {op.provider.removesuffix('ExecutionProvider')} | "
+                    f"{op.calls} | {op.total_ms:.3f} | {op.share * 100:.1f} % |"
+                    for op in g.profile[: data.top_ops]]
+    return "\n".join(out) + "\n"
+
+
+def _cell(text: str | None) -> str:
+    # A pipe or a newline would break the table row.
+    return (text or "-").replace("|", "\\|").replace("\n", " ")

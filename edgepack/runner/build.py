@@ -1,0 +1,305 @@
+"""Building edgepack-runner for a target into the cache (`edgepack runner build`).
+
+A build is planned (fetch the headers and the library, write down the cmake commands) and then
+executed under a lock: cmake configures and builds in <cache>/build/<target>/<version>/, and the
+runner directory is assembled beside its final place and moved in whole, so a reader never sees
+a half-built runner.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from edgepack.errors import EdgepackError, ExitCode
+from edgepack.runner import cache, fetch
+from edgepack.runner.targets import (
+    DEFAULT_ANDROID_PLATFORM,
+    RUNNER_BINARY,
+    RUNNER_VERSION,
+    CMakeInvocation,
+    Target,
+    android_toolchain_file,
+    cmake_invocation,
+    compilers_needed,
+    get_target,
+)
+
+Log = Callable[[str], None]
+
+BUILD_TIMEOUT_S = 900.0
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """Everything a build needs, decided before anything is compiled."""
+
+    target: Target
+    ort_version: str
+    library: Path  # the onnxruntime library to link and ship
+    library_origin: str
+    headers: fetch.OrtHeaders
+    work_dir: Path  # <cache>/build/<target>/<version>: cmake's build tree and the staged library
+    final_dir: Path
+    invocation: CMakeInvocation
+
+    @property
+    def staged_library(self) -> Path:
+        return self.work_dir / "lib" / self.target.library_name
+
+
+def resolve_ndk(ndk: Path | None) -> Path:
+    for candidate in (ndk, os.environ.get("ANDROID_NDK_HOME"), os.environ.get("ANDROID_NDK_ROOT"),
+                      os.environ.get("ANDROID_NDK")):
+        if candidate:
+            path = Path(candidate).expanduser()
+            if not android_toolchain_file(path).is_file():
+                raise EdgepackError(
+                    f"{path} is not an Android NDK (no build/cmake/android.toolchain.cmake)",
+                    ExitCode.BAD_INPUT,
+                )
+            return path
+    raise EdgepackError(
+        "building an Android runner needs the Android NDK: pass --ndk PATH or set "
+        "ANDROID_NDK_HOME (r23 or newer)",
+        ExitCode.BAD_INPUT,
+    )
+
+
+def _minor(version: str) -> int:
+    try:
+        return int(version.split(".")[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def plan_build(
+    target_name: str,
+    *,
+    ort_aar: Path | None = None,
+    ndk: Path | None = None,
+    android_platform: str = DEFAULT_ANDROID_PLATFORM,
+    root: Path | None = None,
+    log: Log = _quiet,
+) -> BuildPlan:
+    target = get_target(target_name)
+    root = root or cache.cache_root()
+    source_dir = cache.runner_sources()
+    if not (source_dir / "CMakeLists.txt").is_file():
+        raise EdgepackError(f"the runner's sources are not at {source_dir}: build from an edgepack "
+                            "checkout, or set EDGEPACK_RUNNER_SRC", ExitCode.BAD_INPUT)
+    ndk_path = resolve_ndk(ndk) if target.is_android else None
+    missing = [tool for tool in compilers_needed(target) if shutil.which(tool) is None]
+    if missing:
+        raise EdgepackError(
+            f"building {target.name} needs {', '.join(missing)} on PATH "
+            "(Debian: apt-get install cmake gcc gcc-aarch64-linux-gnu)",
+            ExitCode.BAD_INPUT,
+        )
+
+    if target.library_source == "aar":
+        aar = fetch.resolve_aar(root, version=fetch.host_library_version(), explicit=ort_aar,
+                                log=log)
+        library = fetch.extract_android_library(aar, target.android_abi or "", root)
+        version = aar.version
+        origin = f"onnxruntime-android {aar.version} AAR ({aar.source}: {aar.path.name})"
+        headers = fetch.extract_headers(aar, root)
+    else:
+        if target.library_source == "wheel":
+            lib = fetch.host_library()
+            origin = f"onnxruntime Python package ({lib.path})"
+        else:
+            version = fetch.host_library_version()
+            if version is None:
+                raise EdgepackError("the linux-aarch64 runner is built for the host's onnxruntime "
+                                    "version, but the onnxruntime package is not installed",
+                                    ExitCode.BAD_INPUT)
+            lib = fetch.aarch64_library(version, root, log)
+            origin = f"onnxruntime {version} manylinux_2_28_aarch64 wheel (PyPI)"
+        library, version = lib.path, lib.version
+        aar = fetch.resolve_aar(root, version=version, explicit=ort_aar, log=log)
+        headers = fetch.extract_headers(aar, root)
+        if headers.api_version > _minor(version):
+            raise EdgepackError(
+                f"the headers of onnxruntime {headers.ort_version} (C API {headers.api_version}) "
+                f"are newer than the library {version}: pass an AAR of {version} or older",
+                ExitCode.BAD_INPUT,
+            )
+
+    work_dir = root / "build" / target.name / version
+    link_name = "libonnxruntime.so"
+    invocation = cmake_invocation(
+        target,
+        source_dir=source_dir,
+        build_dir=work_dir / "cmake",
+        include_dir=headers.include_dir,
+        library=work_dir / "lib" / link_name,
+        ndk=ndk_path,
+        android_platform=android_platform,
+        jobs=os.cpu_count() or 1,
+    )
+    return BuildPlan(target, version, library, origin, headers, work_dir,
+                     cache.runner_dir(target.name, version, root), invocation)
+
+
+def _run(cmd: list[str], what: str) -> None:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise EdgepackError(f"{what} timed out after {BUILD_TIMEOUT_S:.0f} s",
+                            ExitCode.DEVICE) from None
+    if proc.returncode != 0:
+        lines = [ln for ln in (proc.stdout + "\n" + proc.stderr).splitlines() if ln.strip()]
+        errors = [ln for ln in lines if "error" in ln.lower()] or lines
+        raise EdgepackError(f"{what} failed: {' | '.join(errors[-4:])}", ExitCode.DEVICE)
+
+
+def stage_library(plan: BuildPlan) -> None:
+    """Copy the library into the work dir under its soname, plus a libonnxruntime.so link for the
+    linker; the wheel's own directory (site-packages) is never touched."""
+    lib_dir = plan.work_dir / "lib"
+    lib_dir.mkdir(parents=True, exist_ok=True)
+    staged = plan.staged_library
+    if not staged.is_file() or fetch.sha256_of(staged) != fetch.sha256_of(plan.library):
+        tmp = staged.with_name(f".{staged.name}.tmp-{os.getpid()}")
+        shutil.copyfile(plan.library, tmp)
+        os.replace(tmp, staged)
+    link = lib_dir / "libonnxruntime.so"
+    if staged.name != link.name:
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(staged.name)
+
+
+def assemble(plan: BuildPlan, binary: Path, staging: Path) -> cache.RunnerBuild:
+    """Lay out a runner directory in `staging`: the binary, the library as a real file under its
+    soname, and runner.json."""
+    staging.mkdir(parents=True, exist_ok=True)
+    os.chmod(staging, 0o755)  # mkdtemp makes it private; the cache is readable like any other
+    shutil.copyfile(binary, staging / RUNNER_BINARY)
+    os.chmod(staging / RUNNER_BINARY, 0o755)
+    shutil.copyfile(plan.staged_library, staging / plan.target.library_name)
+    os.chmod(staging / plan.target.library_name, 0o644)
+    names = [RUNNER_BINARY, plan.target.library_name]
+    build = cache.RunnerBuild(
+        target=plan.target.name,
+        ort_version=plan.ort_version,
+        runner_version=RUNNER_VERSION,
+        directory=staging,
+        files=cache.describe_files(staging, names),
+        headers_version=plan.headers.ort_version,
+        ort_api_version=plan.headers.api_version,
+        library_origin=plan.library_origin,
+        source_sha256=cache.sources_sha256(),
+        built_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        commands=[plan.invocation.configure, plan.invocation.build],
+        requires_glibc=None if plan.target.is_android else glibc_needed(
+            [staging / n for n in names]),
+    )
+    cache.write_build(build)
+    return build
+
+
+def glibc_needed(paths: list[Path]) -> str | None:
+    """The newest GLIBC_x.y symbol version the files reference: the oldest glibc a board may
+    have. Version names sit in .dynstr as plain strings, so a byte scan finds them."""
+    import re
+
+    found: set[tuple[int, int]] = set()
+    for path in paths:
+        data = path.read_bytes()
+        found.update((int(a), int(b)) for a, b in re.findall(rb"GLIBC_(\d+)\.(\d+)", data))
+    if not found:
+        return None
+    major, minor = max(found)
+    return f"{major}.{minor}"
+
+
+def execute(plan: BuildPlan, log: Log = _quiet) -> cache.RunnerBuild:
+    root = plan.final_dir.parents[2]
+    with cache.cache_lock(f"build-{plan.target.name}", root):
+        stage_library(plan)
+        log(f"building edgepack-runner for {plan.target.name} against onnxruntime "
+            f"{plan.ort_version} (headers {plan.headers.ort_version})")
+        _run(plan.invocation.configure, "cmake configure")
+        _run(plan.invocation.build, "cmake build")
+        binary = plan.work_dir / "cmake" / RUNNER_BINARY
+        if not binary.is_file():
+            raise EdgepackError(f"cmake finished but {binary} is missing", ExitCode.DEVICE)
+        plan.final_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=plan.final_dir.parent, prefix=".staging-"))
+        try:
+            assemble(plan, binary, staging)
+            cache.install_dir(staging, plan.final_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    build = cache.load_build(plan.final_dir)
+    if plan.target.name == "host":
+        _smoke_test(build)
+    return build
+
+
+def _smoke_test(build: cache.RunnerBuild) -> None:
+    """The host runner must load its library and speak the expected version."""
+    from edgepack.runner.local import probe
+
+    info = probe(build)
+    if info.onnxruntime_version != build.ort_version:
+        raise EdgepackError(f"the built runner reports onnxruntime {info.onnxruntime_version}, "
+                            f"expected {build.ort_version}", ExitCode.DEVICE)
+
+
+def build_runner(
+    target_name: str,
+    *,
+    ort_aar: Path | None = None,
+    ndk: Path | None = None,
+    android_platform: str = DEFAULT_ANDROID_PLATFORM,
+    force: bool = False,
+    root: Path | None = None,
+    log: Log = _quiet,
+) -> cache.RunnerBuild:
+    """Build (or reuse, unless `force`) the runner for a target; returns the cached build."""
+    if not force:
+        existing = _reusable(get_target(target_name), ort_aar, root)
+        if existing is not None:
+            return existing
+    plan = plan_build(target_name, ort_aar=ort_aar, ndk=ndk, android_platform=android_platform,
+                      root=root, log=log)
+    if not force:
+        existing = cache.find_runner(plan.target.name, plan.ort_version, root)
+        if existing is not None and existing.headers_version == plan.headers.ort_version:
+            return existing
+    return execute(plan, log)
+
+
+def _reusable(target: Target, ort_aar: Path | None, root: Path | None
+              ) -> cache.RunnerBuild | None:
+    """A built runner that can be reused without fetching anything: Linux runners are keyed by
+    the host's onnxruntime version; an Android runner without --ort-aar is the newest built."""
+    if target.is_android:
+        return None if ort_aar is not None else cache.find_runner(target.name, None, root)
+    existing = cache.find_runner(target.name, fetch.host_library_version(), root)
+    if existing is not None and ort_aar is not None:
+        if fetch.inspect_aar(Path(ort_aar), "--ort-aar").version != existing.headers_version:
+            return None
+    return existing
+
+
+def ensure_runner(target_name: str, root: Path | None = None, log: Log = _quiet
+                  ) -> cache.RunnerBuild:
+    """The current runner for a target, building it first when needed."""
+    existing = cache.find_runner(target_name, root=root)
+    if existing is not None:
+        return existing
+    return build_runner(target_name, root=root, log=log)

@@ -1,0 +1,152 @@
+"""Running a runner on this machine as a subprocess (directly, or through a wrapper such as
+qemu-user) and reading its one JSON document back as a RunnerResult."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgepack.errors import EdgepackError, ExitCode
+from edgepack.runner.cache import RunnerBuild
+from edgepack.runner.result import (
+    RUNNER_SCHEMA,
+    RunConfig,
+    RunnerResult,
+    parse_cpu_mask,
+    parse_runner_output,
+)
+
+
+def runner_argv(
+    binary: str | Path,
+    model: str | Path,
+    inputs_dir: str | Path,
+    output_dir: str | Path | None,
+    config: RunConfig,
+    profile_prefix: str | None = None,
+) -> list[str]:
+    """The runner's argument list; devices join it with shlex for their shell."""
+    argv = [str(binary), "--model", str(model), "--inputs", str(inputs_dir)]
+    if output_dir is not None:
+        argv += ["--output-dir", str(output_dir)]
+    argv += config.runner_args()
+    if profile_prefix:
+        argv += ["--profile", profile_prefix]
+    return argv
+
+
+def device_command(
+    runner_dir: str,
+    model: str,
+    inputs_dir: str,
+    output_dir: str | None,
+    config: RunConfig,
+    profile_prefix: str | None = None,
+) -> str:
+    """The runner's command line for a device's POSIX shell (toybox sh, a board's /bin/sh), every
+    word quoted. LD_LIBRARY_PATH backs up the runner's $ORIGIN lookup of its library; the
+    device's own `timeout` kills a hung runner there even if the host loses the connection
+    (TERM, then KILL 5 s later); taskset pins it when config.cpu_affinity asks."""
+    argv = runner_argv(f"{runner_dir.rstrip('/')}/edgepack-runner", model, inputs_dir,
+                       output_dir, config, profile_prefix)
+    timeout = ["timeout", "-k", "5", str(max(1, round(config.timeout_s)))]
+    pin = ["taskset", config.cpu_affinity] if config.cpu_affinity else []
+    return f"LD_LIBRARY_PATH={shlex.quote(runner_dir)} {shlex.join([*timeout, *pin, *argv])}"
+
+
+def _binary(runner: RunnerBuild | Path) -> Path:
+    return runner.binary if isinstance(runner, RunnerBuild) else Path(runner)
+
+
+def run_local(
+    runner: RunnerBuild | Path,
+    model: Path,
+    inputs_dir: Path,
+    output_dir: Path | None,
+    config: RunConfig,
+    profile_prefix: str | None = None,
+    wrapper: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+) -> RunnerResult:
+    """Run the runner on a bundle's model and one test set; raise EdgepackError (exit 3) when it
+    fails, with its own error message."""
+    if config.profile and profile_prefix is None and output_dir is not None:
+        profile_prefix = str(Path(output_dir) / "onnxruntime_profile")
+    if output_dir is not None:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+    argv = [*wrapper, *runner_argv(_binary(runner), model, inputs_dir, output_dir, config,
+                                   profile_prefix)]
+    preexec = None
+    if config.cpu_affinity:
+        cpus = parse_cpu_mask(config.cpu_affinity) & os.sched_getaffinity(0)
+        if not cpus:
+            raise EdgepackError(f"cpu affinity {config.cpu_affinity} selects none of this "
+                                f"machine's CPUs ({sorted(os.sched_getaffinity(0))})")
+
+        def preexec() -> None:
+            os.sched_setaffinity(0, cpus)
+
+    try:
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, errors="replace", timeout=config.timeout_s,
+            env=env, preexec_fn=preexec,
+        )
+    except subprocess.TimeoutExpired:
+        raise EdgepackError(f"the runner did not finish within {config.timeout_s:g} s",
+                            ExitCode.DEVICE) from None
+    except OSError as exc:
+        raise EdgepackError(f"cannot start {argv[0]}: {exc.strerror or exc}",
+                            ExitCode.DEVICE) from None
+    return parse_runner_output(proc.stdout, proc.returncode, proc.stderr)
+
+
+@dataclass(frozen=True)
+class RunnerVersion:
+    runner_version: str
+    target: str
+    onnxruntime_version: str
+    ort_api_version: int
+    available_providers: list[str]
+
+
+def parse_version_output(stdout: str, exit_code: int, stderr: str = "") -> RunnerVersion:
+    """Read `edgepack-runner --version`: a JSON document with status "version"."""
+    try:
+        doc = json.loads(stdout.strip())
+    except json.JSONDecodeError:
+        doc = None
+    if not isinstance(doc, dict) or doc.get("schema") != RUNNER_SCHEMA:
+        tail = " | ".join(ln for ln in stderr.strip().splitlines()[-5:] if ln.strip())
+        raise EdgepackError(f"the runner does not start (exit {exit_code})"
+                            + (f": {tail}" if tail else ""), ExitCode.DEVICE)
+    if doc.get("status") != "version":
+        parse_runner_output(stdout, exit_code, stderr)  # raises with the runner's own message
+        raise EdgepackError("the runner answered --version with a run report", ExitCode.DEVICE)
+    return RunnerVersion(
+        runner_version=str(doc["runner_version"]),
+        target=str(doc.get("target", "unknown")),
+        onnxruntime_version=str(doc["onnxruntime_version"]),
+        ort_api_version=int(doc["ort_api_version"]),
+        available_providers=[str(p) for p in doc.get("available_providers", [])],
+    )
+
+
+def probe(runner: RunnerBuild | Path, wrapper: Sequence[str] = (),
+          timeout_s: float = 60.0) -> RunnerVersion:
+    """Start the runner with --version: proves it loads its library here."""
+    argv = [*wrapper, str(_binary(runner)), "--version"]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, errors="replace",
+                              timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise EdgepackError(f"the runner did not answer --version within {timeout_s:g} s",
+                            ExitCode.DEVICE) from None
+    except OSError as exc:
+        raise EdgepackError(f"cannot start {argv[0]}: {exc.strerror or exc}",
+                            ExitCode.DEVICE) from None
+    return parse_version_output(proc.stdout, proc.returncode, proc.stderr)
