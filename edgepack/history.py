@@ -35,17 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from edgepack import __version__
-from edgepack.bench import (
-    BenchListener,
-    BenchPlan,
-    BenchResult,
-    BenchRun,
-    CpuFreq,
-    DeviceState,
-    OpTime,
-)
+from edgepack.bench import BenchListener, BenchPlan, BenchResult, BenchRun
 from edgepack.compare import Metrics
+from edgepack.devices.state import CpuFreq, DeviceState
 from edgepack.errors import EdgepackError, ExitCode
+from edgepack.profile import OpTime
 from edgepack.runner.result import RunConfig
 from edgepack.serialize import to_jsonable
 from edgepack.stats import LatencyStats, latency_stats

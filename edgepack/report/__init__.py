@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgepack.bench import BenchResult, GroupSummary, now_iso
+from edgepack.bench import BenchResult, GroupSummary
+from edgepack.devices.state import now_iso
 
 if TYPE_CHECKING:
     from edgepack.bundle import Bundle

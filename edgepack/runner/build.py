@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from edgepack.errors import EdgepackError, ExitCode
+from edgepack.fileio import sha256_file
 from edgepack.runner import cache, fetch
 from edgepack.runner.targets import (
     DEFAULT_ANDROID_PLATFORM,
@@ -170,7 +171,7 @@ def stage_library(plan: BuildPlan) -> None:
     lib_dir = plan.work_dir / "lib"
     lib_dir.mkdir(parents=True, exist_ok=True)
     staged = plan.staged_library
-    if not staged.is_file() or fetch.sha256_of(staged) != fetch.sha256_of(plan.library):
+    if not staged.is_file() or sha256_file(staged) != sha256_file(plan.library):
         tmp = staged.with_name(f".{staged.name}.tmp-{os.getpid()}")
         shutil.copyfile(plan.library, tmp)
         os.replace(tmp, staged)

@@ -166,7 +166,7 @@ class RunnerBuild:
 
 def describe_files(directory: Path, names: list[str]) -> list[RunnerFile]:
     """RunnerFile entries for files in `directory`; each must be a regular file, not a link."""
-    from edgepack.runner.fetch import sha256_of
+    from edgepack.fileio import sha256_file
 
     out = []
     for name in names:
@@ -174,7 +174,7 @@ def describe_files(directory: Path, names: list[str]) -> list[RunnerFile]:
         if path.is_symlink() or not path.is_file():
             raise EdgepackError(f"{path} must be a regular file to be pushed", ExitCode.DEVICE)
         st = path.stat()
-        out.append(RunnerFile(name, sha256_of(path), st.st_size, bool(st.st_mode & 0o111)))
+        out.append(RunnerFile(name, sha256_file(path), st.st_size, bool(st.st_mode & 0o111)))
     return out
 
 
@@ -200,7 +200,7 @@ def load_build(directory: Path) -> RunnerBuild:
 def check_build(build: RunnerBuild, hashes: bool = False) -> list[str]:
     """What is wrong with a built runner directory (empty when nothing is): files missing,
     replaced by links, changed in size, or (with hashes) in content."""
-    from edgepack.runner.fetch import sha256_of
+    from edgepack.fileio import sha256_file
 
     problems = []
     for f in build.files:
@@ -209,7 +209,7 @@ def check_build(build: RunnerBuild, hashes: bool = False) -> list[str]:
             problems.append(f"{f.name} is missing or not a regular file")
         elif path.stat().st_size != f.size:
             problems.append(f"{f.name} changed size")
-        elif hashes and sha256_of(path) != f.sha256:
+        elif hashes and sha256_file(path) != f.sha256:
             problems.append(f"{f.name} changed content")
     return problems
 

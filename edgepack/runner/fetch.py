@@ -34,6 +34,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from edgepack.errors import EdgepackError, ExitCode
+from edgepack.fileio import sha256_file
 
 Log = Callable[[str], None]
 
@@ -70,16 +71,10 @@ def _quiet(_: str) -> None:
 # ------------------------------------------------------------------------------- hashing
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_sha256(path: Path, expected: str, what: str) -> None:
-    actual = sha256_of(path)
+    actual = sha256_file(path)
     if actual != expected:
         raise EdgepackError(
             f"{what} ({path}) has sha256 {actual}, expected {expected}: the download is corrupt "
@@ -232,7 +227,7 @@ def resolve_aar(
     if source in ("auto", "maven") and version:
         cached = aar_dir / f"onnxruntime-android-{version}.maven.aar"
         if cached.is_file():
-            return OrtAar(cached, version, "maven", sha256_of(cached))
+            return OrtAar(cached, version, "maven", sha256_file(cached))
         try:
             return _fetch_maven(aar_dir, version, log)
         except _Unreachable as exc:
@@ -266,7 +261,7 @@ def inspect_aar(path: Path, source: str) -> OrtAar:
     except zipfile.BadZipFile:
         raise EdgepackError(f"{path} is not an AAR (not a zip archive)",
                             ExitCode.BAD_INPUT) from None
-    return OrtAar(path, version or f"1.{api}.0", source, sha256_of(path))
+    return OrtAar(path, version or f"1.{api}.0", source, sha256_file(path))
 
 
 def _api_version(header: str, where: Path | str) -> int:
@@ -331,7 +326,7 @@ def _fetch_maven(aar_dir: Path, version: str, log: Log) -> OrtAar:
     if version in KNOWN_AAR_SHA256:
         check_sha256(tmp, KNOWN_AAR_SHA256[version], f"onnxruntime-android {version} AAR")
     os.replace(tmp, target)
-    return OrtAar(target, version, "maven", sha256_of(target))
+    return OrtAar(target, version, "maven", sha256_file(target))
 
 
 def _fetch_npm(aar_dir: Path, log: Log, maven_reason: str | None) -> OrtAar:

@@ -33,10 +33,11 @@ def test_every_example_passes_on_the_device(name, bundles, host_runner, virtual_
     assert doc["device"]["virtual"] is True and doc["device"]["serial"] == virtual_device.serial
     assert all(v["passed"] for s in doc["sets"] for v in s["verdicts"])
     assert len(doc["sets"][0]["runner"]["latencies_ms"]) == 3
-    # Same onnxruntime library on both sides: differences, if any, at rounding level.
+    # The runner and the host's Python onnxruntime are the same library with the same thread
+    # count: identical outputs, or differences at the 1e-6 relative level at most.
     for s in doc["sets"]:
         for v in s["verdicts"]:
-            assert v["metrics"]["max_rel_error"] < 1e-5
+            assert v["metrics"]["max_rel_error"] <= 1e-6, v
     # The run's scratch directory is gone; the runner and bundle stay for the next deploy.
     assert not list((virtual_device.root / DEVICE_ROOT / "runs").glob("*"))
     assert (virtual_device.root / DEVICE_ROOT / "bundles" / name / "init.bin").is_file()

@@ -11,18 +11,15 @@ import pytest
 from edgepack.bench import (
     BenchListener,
     BenchParams,
-    DeviceState,
     Target,
     config_key,
     host_target,
-    merge_op_times,
-    parse_profile,
-    parse_state,
     run_bench,
-    state_warnings,
 )
 from edgepack.bundle import load_bundle
+from edgepack.devices.state import DeviceState, parse_state, state_warnings
 from edgepack.errors import EdgepackError, ExitCode
+from edgepack.profile import merge_op_times, parse_profile
 from edgepack.runner.result import RunConfig, parse_cpu_mask
 from tests.lab.conftest import FakePhone, deploy_result, samples
 

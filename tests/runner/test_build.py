@@ -226,11 +226,12 @@ def test_targets_for_devices():
 def test_host_build_is_self_contained(host_runner):
     """The host runner's directory holds its own copy of the wheel's library (not a link into
     site-packages) and finds it through $ORIGIN."""
-    from edgepack.runner.fetch import host_library, sha256_of
+    from edgepack.fileio import sha256_file
+    from edgepack.runner.fetch import host_library
 
     lib = host_runner.directory / "libonnxruntime.so.1"
     assert lib.is_file() and not lib.is_symlink()
-    assert sha256_of(lib) == sha256_of(host_library().path)  # the very same build as Python's
+    assert sha256_file(lib) == sha256_file(host_library().path)  # the very same build as Python's
     assert not cache.check_build(host_runner, hashes=True)
     assert host_runner.requires_glibc is not None
     if shutil.which("readelf"):

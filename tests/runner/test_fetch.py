@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from edgepack.errors import EdgepackError, ExitCode
+from edgepack.fileio import sha256_file
 from edgepack.runner import fetch
 
 HEADER = "#pragma once\n#define ORT_API_VERSION 29\n"
@@ -228,4 +229,4 @@ def test_real_npm_aar_in_the_cache_matches_the_pin(host_runner):
     aar = cache_root() / "downloads" / "aar" / name
     if host_runner.headers_version != fetch.NPM_AAR_VERSION or not aar.is_file():
         pytest.skip("the host runner was built with another AAR")
-    assert fetch.sha256_of(aar) == fetch.NPM_AAR_SHA256
+    assert sha256_file(aar) == fetch.NPM_AAR_SHA256
