@@ -125,23 +125,24 @@ def _results(data: ReportData) -> str:
 
 
 def _distributions(data: ReportData) -> str:
+    # One plot per device and bundle: configurations of one model share an axis; models that
+    # differ by orders of magnitude do not squash each other's boxes.
     parts = []
     for serial in data.bench.serials:
-        rows = []
-        for g in data.groups:
-            if g.serial != serial or g.stats is None:
-                continue
-            samples = [x for r in data.bench.runs
-                       if (r.serial, r.bundle_sha256, r.config_key)
-                       == (g.serial, g.bundle_sha256, g.config_key)
-                       for x in r.latencies_ms]
-            label = g.config_key if len(data.bench.bundles) == 1 else (
-                f"{g.bundle_name} {g.config_key}")
-            rows.append(Row(label, samples, f"median {fmt_ms(g.stats.median_ms)} ms"))
-        if rows:
-            model = next((g.model for g in data.groups if g.serial == serial), serial)
-            plot = distribution_plot(rows, "ms", f"{serial} ({model})")
-            parts.append(f"<div class='plot'>{plot}</div>")
+        for bundle in data.bench.bundles:
+            rows = []
+            for g in data.groups:
+                if (g.serial, g.bundle_sha256) != (serial, bundle.sha256) or g.stats is None:
+                    continue
+                samples = [x for r in data.bench.runs
+                           if (r.serial, r.bundle_sha256, r.config_key)
+                           == (g.serial, g.bundle_sha256, g.config_key)
+                           for x in r.latencies_ms]
+                rows.append(Row(g.config_key, samples, f"median {fmt_ms(g.stats.median_ms)} ms"))
+            if rows:
+                model = next((g.model for g in data.groups if g.serial == serial), serial)
+                plot = distribution_plot(rows, "ms", f"{bundle.name} on {serial} ({model})")
+                parts.append(f"<div class='plot'>{plot}</div>")
     return ("<h2>Latency distribution per device</h2><p class='muted'>box: 25th-75th "
             "percentile, thick line: median, whiskers: 5th-95th percentile, dots: iterations"
             "</p>" + "".join(parts)) if parts else ""
