@@ -6,15 +6,16 @@ lies, and the engine may be the native runner or onnxruntime's Python API.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgepack.bundle import Bundle
+from edgepack.bundle import MANIFEST, Bundle
 from edgepack.compare import OutputVerdict, compare_outputs, read_outputs
 from edgepack.devices.base import DeviceInfo
 from edgepack.errors import EdgepackError, ExitCode
@@ -22,10 +23,9 @@ from edgepack.runner.result import RunConfig, RunnerResult
 from edgepack.stats import LatencyStats, latency_stats
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from edgepack.devices.adb import AdbDevice
     from edgepack.devices.base import ShellResult
+    from edgepack.runner.cache import RunnerBuild
 
 ENGINES = ("auto", "native", "python")
 
@@ -82,8 +82,6 @@ def set_config(config: RunConfig, index: int) -> RunConfig:
     """The first test set is timed with the full configuration; the others only prove outputs."""
     if index == 0:
         return config
-    from dataclasses import replace
-
     return replace(config, warmup=0, iterations=1, min_seconds=None, profile=False)
 
 
@@ -243,14 +241,9 @@ def deploy(
 ) -> DeployResult:
     """Push the runner and the bundle (incrementally), run every test set, pull, compare."""
     import os
-    import shlex
 
     from edgepack.devices.adb import DEVICE_ROOT
     from edgepack.devices.lock import device_lock
-    from edgepack.devices.staging import LocalFile, sync_dir
-    from edgepack.runner.cache import find_runner
-    from edgepack.runner.local import device_command
-    from edgepack.runner.targets import get_target
 
     options = options or DeployOptions()
     listener = listener or DeployListener()
@@ -259,126 +252,143 @@ def deploy(
 
     listener.stage(f"{device.serial}: reading device properties")
     info = device.info()
-    target_name = options.runner_target or info.runner_target
-    if target_name is None:
-        raise EdgepackError(
-            f"{device.serial}: no runner target for ABI {', '.join(info.abis) or '?'} "
-            f"(uname -m {info.machine or '?'}); pass --runner-target with one of the targets "
-            "`edgepack runner list` knows",
-            ExitCode.DEVICE,
-        )
-    target = get_target(target_name)
-    runner = find_runner(target.name)
-    if runner is None:
-        raise EdgepackError(
-            f"{device.serial} needs the {target.name} runner, which is not built: run "
-            f"`edgepack runner build --target {target.name}`",
-            ExitCode.DEVICE,
-        )
+    runner = _runner_for(device.serial, info, options.runner_target)
     run_id = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
-    bin_dir, bundle_dir, run_dir = remote_paths(bundle.name, runner.id, run_id)
-
-    runner_files = [
-        LocalFile(f.name, runner.directory / f.name, f.sha256, f.size, f.executable)
-        for f in runner.files
-    ]
-    from edgepack.bundle import MANIFEST
-
-    # The manifest travels too: with it, the bundle on the device can be checked on its own.
-    manifest_path = bundle.path / MANIFEST
-    bundle_files = [
-        LocalFile(f.path, bundle.path / f.path, f.sha256, f.size) for f in bundle.manifest.files
-    ] + [LocalFile(MANIFEST, manifest_path, bundle.sha256, manifest_path.stat().st_size)]
-    n_sets = len(bundle.manifest.test_sets)
-    lease = config.timeout_s * n_sets + 600
-    free = _free_bytes_probe(device, DEVICE_ROOT)
-    sets: list[SetResult] = []
-    run_s = 0.0
-    notes: list[str] = []
+    paths = remote_paths(bundle.name, runner.id, run_id)
+    lease = config.timeout_s * len(bundle.manifest.test_sets) + 600
     with device_lock(device, DEVICE_ROOT, lease, options.break_lock):
-        listener.stage(f"{device.serial}: pushing the {target.name} runner and {bundle.name}")
-        progress = listener.transfer()
-        r = sync_dir(device, runner_files, bin_dir, f"runner {target.name}", progress, free)
-        b = sync_dir(device, bundle_files, bundle_dir, f"bundle {bundle.name}", progress, free)
-        push_s = r.seconds + b.seconds
-        pull_s = 0.0
-        keep_local = options.work_dir is not None
-        local_root = Path(options.work_dir or tempfile.mkdtemp(prefix="edgepack-deploy-"))
-        try:
-            for test_set in bundle.manifest.test_sets:
-                cfg = set_config(config, test_set.index)
-                listener.stage(f"{device.serial}: running input set {test_set.index}")
-                remote_out = f"{run_dir}/{test_set.dir}"
-                profile = f"{run_dir}/profile_{test_set.index}" if cfg.profile else None
-                command = (
-                    f"mkdir -p {shlex.quote(remote_out)} && cd {shlex.quote(run_dir)} && "
-                    + device_command(bin_dir, f"{bundle_dir}/{bundle.manifest.model.file}",
-                                     f"{bundle_dir}/{test_set.dir}", remote_out, cfg, profile)
-                )
-                t0 = time.perf_counter()
-                shell = device.shell(command, timeout=cfg.timeout_s + 60)
-                elapsed = time.perf_counter() - t0
-                run_s += elapsed
-                result = _runner_result(device.serial, shell, elapsed, cfg.timeout_s)
-                t0 = time.perf_counter()
-                local_out = local_root / test_set.dir
-                local_out.mkdir(parents=True, exist_ok=True)
-                for i, _ in enumerate(result.outputs):
-                    device.pull(f"{remote_out}/output_{i}.pb", local_out / f"output_{i}.pb")
-                if result.profile_file:
-                    device.pull(result.profile_file,
-                                local_root / f"profile_{test_set.index}.json")
-                    result = _with_profile(result, local_root / f"profile_{test_set.index}.json")
-                pull_s += time.perf_counter() - t0
-                sets.append(SetResult(test_set.index, result,
-                                      judge(bundle, test_set.index, local_out)))
-        finally:
-            if not keep_local:
-                shutil.rmtree(local_root, ignore_errors=True)
-            if options.keep:
-                notes.append(f"kept the run's files on the device in {run_dir}")
-            else:
-                try:
-                    device.shell(f"rm -rf {shlex.quote(run_dir)}", 60)
-                except EdgepackError:
-                    pass  # the device is gone; the next deploy's runs/ are unaffected
+        listener.stage(f"{device.serial}: pushing the {runner.target} runner and {bundle.name}")
+        transfer = _stage(device, bundle, runner, paths, listener)
+        sets, run_s, pull_s, notes = _run_sets(device, bundle, config, paths, options, listener)
     return DeployResult(
         bundle_name=bundle.name,
         bundle_sha256=bundle.sha256,
         device=info,
         config=config,
         engine="native",
-        runner_target=target.name,
+        runner_target=runner.target,
         sets=sets,
         stats=latency_stats(sets[0].runner.latencies_ms),
         started_at=started,
         wall_s=time.perf_counter() - t_start,
         run_s=run_s,
-        transfer=Transfer(
-            files_pushed=r.files_pushed + b.files_pushed,
-            bytes_pushed=r.bytes_pushed + b.bytes_pushed,
-            files_skipped=r.files_skipped + b.files_skipped,
-            bytes_skipped=r.bytes_skipped + b.bytes_skipped,
-            push_s=push_s,
-            pull_s=pull_s,
-        ),
+        transfer=replace(transfer, pull_s=pull_s),
         notes=notes,
     )
 
 
-def _free_bytes_probe(device: AdbDevice, root: str) -> Callable[[], int | None]:
-    """Free space where edgepack writes, asked for only when something must be pushed."""
+def _runner_for(serial: str, info: DeviceInfo, override: str | None) -> RunnerBuild:
+    """The built runner this device runs, or a sentence saying how to get it."""
+    from edgepack.runner.cache import find_runner
+    from edgepack.runner.targets import get_target
+
+    name = override or info.runner_target
+    if name is None:
+        raise EdgepackError(
+            f"{serial}: no runner target for ABI {', '.join(info.abis) or '?'} "
+            f"(uname -m {info.machine or '?'}); pass --runner-target with one of the targets "
+            "`edgepack runner list` knows",
+            ExitCode.DEVICE,
+        )
+    target = get_target(name)
+    runner = find_runner(target.name)
+    if runner is None:
+        raise EdgepackError(
+            f"{serial} needs the {target.name} runner, which is not built: run "
+            f"`edgepack runner build --target {target.name}`",
+            ExitCode.DEVICE,
+        )
+    return runner
+
+
+def _stage(device: AdbDevice, bundle: Bundle, runner: RunnerBuild,
+           paths: tuple[str, str, str], listener: DeployListener) -> Transfer:
+    from edgepack.devices.adb import DEVICE_ROOT
+    from edgepack.devices.staging import LocalFile, sync_dir
+
+    bin_dir, bundle_dir, _ = paths
+    runner_files = [
+        LocalFile(f.name, runner.directory / f.name, f.sha256, f.size, f.executable)
+        for f in runner.files
+    ]
+    # The manifest travels too: with it, the bundle on the device can be checked on its own.
+    manifest_path = bundle.path / MANIFEST
+    bundle_files = [
+        LocalFile(f.path, bundle.path / f.path, f.sha256, f.size) for f in bundle.manifest.files
+    ] + [LocalFile(MANIFEST, manifest_path, bundle.sha256, manifest_path.stat().st_size)]
+
+    def free() -> int | None:
+        return device.free_bytes(DEVICE_ROOT)
+
+    progress = listener.transfer()
+    r = sync_dir(device, runner_files, bin_dir, f"runner {runner.target}", progress, free)
+    b = sync_dir(device, bundle_files, bundle_dir, f"bundle {bundle.name}", progress, free)
+    return Transfer(
+        files_pushed=r.files_pushed + b.files_pushed,
+        bytes_pushed=r.bytes_pushed + b.bytes_pushed,
+        files_skipped=r.files_skipped + b.files_skipped,
+        bytes_skipped=r.bytes_skipped + b.bytes_skipped,
+        push_s=r.seconds + b.seconds,
+    )
+
+
+def _run_sets(
+    device: AdbDevice,
+    bundle: Bundle,
+    config: RunConfig,
+    paths: tuple[str, str, str],
+    options: DeployOptions,
+    listener: DeployListener,
+) -> tuple[list[SetResult], float, float, list[str]]:
+    """Run the runner once per test set, pull its outputs and judge them; (sets, run seconds,
+    pull seconds, notes). The run's scratch directory goes unless options.keep."""
     import shlex
 
-    from edgepack.devices.adb import DEVICE_ROOT_PARENT, _df_free_bytes
+    from edgepack.runner.local import device_command
 
-    def probe() -> int | None:
-        out = device.shell(
-            f"mkdir -p {shlex.quote(root)} 2>/dev/null; df -k {shlex.quote(root)} 2>/dev/null "
-            f"|| df -k {shlex.quote(DEVICE_ROOT_PARENT)}", 30).stdout.strip().splitlines()
-        return _df_free_bytes(out[-1]) if out else None
+    bin_dir, bundle_dir, run_dir = paths
+    sets: list[SetResult] = []
+    run_s = pull_s = 0.0
+    notes: list[str] = []
+    local_root = Path(options.work_dir or tempfile.mkdtemp(prefix="edgepack-deploy-"))
+    try:
+        for test_set in bundle.manifest.test_sets:
+            cfg = set_config(config, test_set.index)
+            listener.stage(f"{device.serial}: running input set {test_set.index}")
+            remote_out = f"{run_dir}/{test_set.dir}"
+            profile = f"{run_dir}/profile_{test_set.index}" if cfg.profile else None
+            command = (
+                f"mkdir -p {shlex.quote(remote_out)} && cd {shlex.quote(run_dir)} && "
+                + device_command(bin_dir, f"{bundle_dir}/{bundle.manifest.model.file}",
+                                 f"{bundle_dir}/{test_set.dir}", remote_out, cfg, profile)
+            )
+            t0 = time.perf_counter()
+            shell = device.shell(command, timeout=cfg.timeout_s + 60)
+            elapsed = time.perf_counter() - t0
+            run_s += elapsed
+            result = _runner_result(device.serial, shell, elapsed, cfg.timeout_s)
 
-    return probe
+            t0 = time.perf_counter()
+            local_out = local_root / test_set.dir
+            local_out.mkdir(parents=True, exist_ok=True)
+            for i in range(len(result.outputs)):
+                device.pull(f"{remote_out}/output_{i}.pb", local_out / f"output_{i}.pb")
+            if result.profile_file:
+                local_profile = local_root / f"profile_{test_set.index}.json"
+                device.pull(result.profile_file, local_profile)
+                result = replace(result, profile_file=str(local_profile))
+            pull_s += time.perf_counter() - t0
+            sets.append(SetResult(test_set.index, result,
+                                  judge(bundle, test_set.index, local_out)))
+    finally:
+        if options.work_dir is None:
+            shutil.rmtree(local_root, ignore_errors=True)
+        if options.keep:
+            notes.append(f"kept the run's files on the device in {run_dir}")
+        else:
+            with contextlib.suppress(EdgepackError):  # a device that is gone keeps its runs/
+                device.shell(f"rm -rf {shlex.quote(run_dir)}", 60)
+    return sets, run_s, pull_s, notes
 
 
 def _runner_result(
@@ -397,9 +407,3 @@ def _runner_result(
         return parse_runner_output(stdout, code, stderr)
     except EdgepackError as exc:
         raise EdgepackError(f"{serial}: {exc.message}", ExitCode.DEVICE) from None
-
-
-def _with_profile(result: RunnerResult, local: Path) -> RunnerResult:
-    from dataclasses import replace
-
-    return replace(result, profile_file=str(local))

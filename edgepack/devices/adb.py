@@ -209,6 +209,13 @@ class AdbDevice:
 
     # ------------------------------------------------------------------ facts
 
+    def free_bytes(self, path: str) -> int | None:
+        """Free space where `path` is (created if missing), as `df` on the device says."""
+        out = self.shell(
+            f"mkdir -p {shlex.quote(path)} 2>/dev/null; df -k {shlex.quote(path)} 2>/dev/null "
+            f"|| df -k {shlex.quote(DEVICE_ROOT_PARENT)}", 30).stdout.strip().splitlines()
+        return _df_free_bytes(out[-1]) if out else None
+
     def info(self) -> DeviceInfo:
         # One round trip: properties (none on a Linux board without Android's property
         # service), the machine, and free space where edgepack writes.
