@@ -323,3 +323,27 @@ def test_outputs_that_differ_exit_1(exported, host_runner, virtual_device, tmp_p
     r = run_cli("deploy", bundle, "--device", virtual_device.serial)
     assert r.code == 1, r.stderr
     assert "FAIL" in r.stdout and "beyond" in r.stdout
+
+
+def test_clean_removes_everything_edgepack_put_there(bundles, host_runner, virtual_device):
+    assert deploy(bundles["iris_forest"], virtual_device.serial).code == 0
+    base = virtual_device.root / DEVICE_ROOT
+    assert (base / "bin").is_dir() and (base / "bundles").is_dir()
+    r = run_cli("clean", "--device", virtual_device.serial)
+    assert r.code == 0, r.stderr
+    assert not (base / "bin").exists() and not (base / "bundles").exists()
+    assert not (base / ".lock").exists()
+    # The next deploy pushes everything again, and passes.
+    again = deploy(bundles["iris_forest"], virtual_device.serial)
+    assert again.code == 0 and again.json()["transfer"]["files_skipped"] == 0
+
+
+def test_devices_shows_an_offline_device(virtual_devices, adb_env):
+    ok = virtual_devices.start()
+    gone = virtual_devices.start()
+    gone.device.vanish()
+    adb_env.wait_for_state(gone.serial, "offline", 20)
+    r = run_cli("devices", "--json")
+    assert r.code == 0, r.stderr
+    states = {d["serial"]: d["state"] for d in r.json()}
+    assert states == {ok.serial: "device", gone.serial: "offline"}
