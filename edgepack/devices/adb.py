@@ -115,14 +115,34 @@ class AdbDevice:
     def __init__(self, serial: str, server: ServerAddress | None = None) -> None:
         self.serial = serial
         self.server = server or ServerAddress.from_env()
-        client = adb_client(self.server)
-        # By transport id when the server gives one: adbutils then opens each transport
-        # without first asking the server for its version on a connection of its own.
-        transport_id = self._call("find it", lambda: next(
-            (d.transport_id for d in client.list(extended=True) if d.serial == serial), None))
-        self._adb = (client.device(transport_id=transport_id) if transport_id
-                     else client.device(serial))
+        self._client = adb_client(self.server)
+        self._transport_id: int | None = None
+        self._adb = self._call("find it", self._bind)
         self._features: set[str] | None = None
+
+    def _bind(self) -> Any:
+        """The adbutils device, by transport id when the server gives one: adbutils then opens
+        each transport without first asking the server for its version on a connection of its
+        own. A device that drops off and comes back gets a new id; `_open` follows it."""
+        self._transport_id = next((d.transport_id for d in self._client.list(extended=True)
+                                   if d.serial == self.serial), None)
+        if self._transport_id:
+            return self._client.device(transport_id=self._transport_id)
+        return self._client.device(self.serial)
+
+    def _open(self, timeout: float | None) -> Any:
+        """A transport to the device. Opening fails before anything reaches the device, so
+        after a reconnection (a new transport id) trying once more is safe."""
+        import adbutils
+
+        try:
+            return self._adb.open_transport(timeout=timeout)
+        except adbutils.AdbError:
+            old = self._transport_id
+            self._adb = self._bind()
+            if self._transport_id is None or self._transport_id == old:
+                raise
+            return self._adb.open_transport(timeout=timeout)
 
     # ------------------------------------------------------------------ shell
 
@@ -144,7 +164,7 @@ class AdbDevice:
     def _shell_v2(self, command: str, timeout: float | None) -> ShellResult:
         # The shell protocol read here rather than by adbutils' shell2, whose connection close
         # sleeps 10 ms: a deploy runs a dozen commands, and a redeploy should cost little more.
-        conn = self._adb.open_transport(timeout=timeout)
+        conn = self._open(timeout)
         sock = conn.conn
         try:
             conn.send_command(f"shell,v2:{command}")
@@ -172,7 +192,7 @@ class AdbDevice:
         local = Path(local)
 
         def send() -> None:
-            with self._adb.open_transport(timeout=None) as conn:
+            with self._open(None) as conn:
                 conn.send_command("sync:")
                 conn.check_okay()
                 header = f"{remote},{S_IFREG | mode}".encode()
@@ -199,6 +219,7 @@ class AdbDevice:
         tmp = local.with_name(f".{local.name}.partial")
 
         def receive() -> None:
+            self._open(30).close()  # follows a reconnection before adbutils' sync opens its own
             self._adb.sync.pull_file(remote, tmp)
 
         try:

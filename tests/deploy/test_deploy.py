@@ -347,3 +347,18 @@ def test_devices_shows_an_offline_device(virtual_devices, adb_env):
     assert r.code == 0, r.stderr
     states = {d["serial"]: d["state"] for d in r.json()}
     assert states == {ok.serial: "device", gone.serial: "offline"}
+
+
+def test_a_device_object_follows_a_reconnection(virtual_device, adb_env):
+    """A lab keeps one AdbDevice per phone for a whole bench; a USB glitch must not strand it."""
+    from edgepack.devices.adb import AdbDevice
+
+    device = AdbDevice(virtual_device.serial)
+    assert device.shell("echo one").stdout.strip() == "one"
+    first_transport = device._transport_id
+    virtual_device.device.vanish()
+    adb_env.wait_for_state(virtual_device.serial, "offline", 20)
+    virtual_device.device.revive()
+    adb_env.reconnect(virtual_device.serial)
+    assert device.shell("echo two").stdout.strip() == "two"
+    assert device._transport_id != first_transport  # the server gave it a new transport
