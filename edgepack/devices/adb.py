@@ -20,6 +20,7 @@ from edgepack.devices.base import DeviceInfo, ProgressCallback, ShellResult
 from edgepack.errors import EdgepackError, ExitCode, short
 
 SYNC_CHUNK = 64 * 1024  # the protocol's maximum DATA payload
+SEND_BATCH = 16  # DATA records per socket write
 S_IFREG = 0o100000
 
 
@@ -198,11 +199,28 @@ class AdbDevice:
                 header = f"{remote},{S_IFREG | mode}".encode()
                 sock = conn.conn
                 sock.sendall(b"SEND" + struct.pack("<I", len(header)) + header)
-                with open(local, "rb") as fh:
-                    while chunk := fh.read(SYNC_CHUNK):
-                        sock.sendall(b"DATA" + struct.pack("<I", len(chunk)) + chunk)
-                        if progress:
-                            progress(len(chunk))
+                # File bytes are read straight into a buffer of framed DATA records, several
+                # per send: no copy per chunk and few system calls, which at loopback speeds is
+                # what a Python sender spends its time on.
+                record = 8 + SYNC_CHUNK
+                buf = bytearray(record * SEND_BATCH)
+                view = memoryview(buf)
+                with open(local, "rb", buffering=0) as fh:
+                    done = False
+                    while not done:
+                        end = payload = 0
+                        for _ in range(SEND_BATCH):
+                            n = fh.readinto(view[end + 8: end + record])
+                            if not n:
+                                done = True
+                                break
+                            struct.pack_into("<4sI", buf, end, b"DATA", n)
+                            end += 8 + n
+                            payload += n
+                        if end:
+                            sock.sendall(view[:end])
+                            if progress:
+                                progress(payload)
                 sock.sendall(b"DONE" + struct.pack("<I", int(time.time())))
                 status = _read_exact(sock, 8)
                 if status[:4] == b"FAIL":

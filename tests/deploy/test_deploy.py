@@ -362,3 +362,17 @@ def test_a_device_object_follows_a_reconnection(virtual_device, adb_env):
     adb_env.reconnect(virtual_device.serial)
     assert device.shell("echo two").stdout.strip() == "two"
     assert device._transport_id != first_transport  # the server gave it a new transport
+
+
+@pytest.mark.parametrize("size", [0, 1, 65536, 65537, 16 * 65536, 16 * 65536 + 5, 3_000_001])
+def test_push_is_byte_exact_with_progress(size, virtual_device, tmp_path):
+    import os
+
+    from edgepack.devices.adb import AdbDevice
+
+    local = tmp_path / "blob"
+    local.write_bytes(os.urandom(size))
+    seen: list[int] = []
+    AdbDevice(virtual_device.serial).push(local, "/data/local/tmp/blob.bin", seen.append)
+    assert (virtual_device.root / "data/local/tmp/blob.bin").read_bytes() == local.read_bytes()
+    assert sum(seen) == size
