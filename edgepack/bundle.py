@@ -20,15 +20,17 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgepack import __version__
 from edgepack.errors import EdgepackError, short
 from edgepack.fileio import atomic_write_text, sha256_bytes, sha256_file
-from edgepack.inputs import InputRequest, InputValue, collect_input_sets
 from edgepack.onnx_model import TensorSpec
+
+if TYPE_CHECKING:
+    from edgepack.inputs import InputRequest, InputValue
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -256,6 +258,7 @@ class PackOptions:
 
 def pack(model_path: Path, out_dir: Path, request: InputRequest, options: PackOptions) -> Bundle:
     """Pack an ONNX model and its inputs into a bundle at `out_dir`."""
+    from edgepack.inputs import collect_input_sets
     from edgepack.onnx_model import describe_inputs, describe_outputs, load_model
 
     model_path, out_dir = Path(model_path), Path(out_dir)

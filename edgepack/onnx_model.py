@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
-import onnx
+from typing import TYPE_CHECKING
 
 from edgepack.errors import EdgepackError, short
 from edgepack.tensors import dtype_name
+
+if TYPE_CHECKING:
+    import onnx
 
 Dim = int | str | None
 
@@ -36,6 +38,8 @@ class TensorSpec:
 
 def load_model(path: Path, *, load_weights: bool = True) -> onnx.ModelProto:
     """Load and check an ONNX model; its external data (if any) is read from beside it."""
+    import onnx
+
     path = Path(path)
     if not path.exists():
         raise EdgepackError(f"{path}: no such file")

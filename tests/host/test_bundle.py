@@ -111,6 +111,7 @@ def test_failed_pack_leaves_nothing(tmp_path):
 
 def test_interrupted_pack_leaves_nothing_that_looks_like_a_bundle(tmp_path, monkeypatch):
     import edgepack.bundle as bundle_mod
+    from edgepack.inputs import InputRequest
 
     model = _gemm_model(tmp_path / "mlp.onnx")
     real = bundle_mod._expected_session
@@ -121,7 +122,7 @@ def test_interrupted_pack_leaves_nothing_that_looks_like_a_bundle(tmp_path, monk
 
     monkeypatch.setattr(bundle_mod, "_expected_session", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        bundle_mod.pack(model, tmp_path / "b", bundle_mod.InputRequest(), bundle_mod.PackOptions())
+        bundle_mod.pack(model, tmp_path / "b", InputRequest(), bundle_mod.PackOptions())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlp.onnx"]
 
 

@@ -161,3 +161,56 @@ def test_latency_stats():
     assert s.p99_ms == pytest.approx(np.percentile([1, 2, 3, 4, 100], 99))
     assert s.unstable
     assert not latency_stats([10.0, 10.1, 9.9, 10.0]).unstable
+
+
+# ---------------------------------------------------------------------------- TensorProto files
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "float64", "int8", "uint8", "int16",
+                                   "uint16", "int32", "uint32", "int64", "uint64", "bool"])
+@pytest.mark.parametrize("shape", [(), (1,), (2, 3), (1, 3, 4, 5)])
+def test_fast_reader_agrees_with_onnx(dtype, shape, tmp_path):
+    from onnx import numpy_helper
+
+    from edgepack.tensors import decode_raw_tensor, read_tensor, write_tensor
+
+    rng = np.random.default_rng(len(shape))
+    array = (rng.standard_normal(shape) * 50).astype(dtype)
+    path = tmp_path / "t.pb"
+    write_tensor(path, "x ü", array)
+    fast = decode_raw_tensor(path.read_bytes())
+    assert fast is not None
+    reference = numpy_helper.to_array(numpy_helper.from_array(array, "x ü"))
+    assert fast[0] == "x ü" and fast[1].dtype == reference.dtype
+    np.testing.assert_array_equal(fast[1], reference)
+    assert read_tensor(path)[1].shape == shape
+
+
+def test_other_encodings_go_to_onnx(tmp_path):
+    from onnx import TensorProto, helper
+
+    from edgepack.tensors import decode_raw_tensor, read_tensor
+
+    typed = helper.make_tensor("t", TensorProto.FLOAT, [2, 2], [1.0, 2.0, 3.0, 4.0])  # float_data
+    assert decode_raw_tensor(typed.SerializeToString()) is None
+    path = tmp_path / "typed.pb"
+    path.write_bytes(typed.SerializeToString())
+    name, array = read_tensor(path)
+    assert name == "t" and array.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    strings = helper.make_tensor("s", TensorProto.STRING, [1], [b"a"])
+    assert decode_raw_tensor(strings.SerializeToString()) is None
+
+
+def test_truncated_and_garbage_bytes_are_refused(tmp_path):
+    from edgepack.tensors import decode_raw_tensor, read_tensor, tensor_bytes
+
+    good = tensor_bytes("x", np.arange(12, dtype=np.float32).reshape(3, 4))
+    for cut in range(len(good)):
+        assert decode_raw_tensor(good[:cut]) is None or cut == len(good)
+    rng = np.random.default_rng(7)
+    for _ in range(2000):
+        decode_raw_tensor(rng.bytes(int(rng.integers(0, 64))))  # never raises
+    path = tmp_path / "cut.pb"
+    path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(EdgepackError):
+        read_tensor(path)
