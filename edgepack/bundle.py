@@ -15,6 +15,7 @@ half-written ever looks like a bundle.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -26,7 +27,7 @@ import numpy as np
 
 from edgepack import __version__
 from edgepack.errors import EdgepackError, short
-from edgepack.fileio import atomic_write_text, sha256_bytes, sha256_file
+from edgepack.fileio import atomic_write_text, cache_root, sha256_bytes, sha256_file
 from edgepack.onnx_model import TensorSpec
 
 if TYPE_CHECKING:
@@ -221,19 +222,44 @@ def load_bundle(path: Path, *, verify: bool = True) -> Bundle:
         raise
     except (ValueError, KeyError, TypeError) as exc:
         raise EdgepackError(f"{manifest_path}: malformed manifest ({exc!r})") from None
+    digest = sha256_bytes(raw)
     if verify:
-        for entry in manifest.files:
-            file = path / entry.path
-            if not _inside(path, file):
-                raise EdgepackError(f"{manifest_path}: file {entry.path!r} lies outside the bundle")
-            if not file.is_file():
-                raise EdgepackError(f"{path}: bundle file {entry.path} is missing")
-            if file.stat().st_size != entry.size or sha256_file(file) != entry.sha256:
-                raise EdgepackError(
-                    f"{path}: bundle file {entry.path} does not match its manifest hash; "
-                    "the bundle was changed after packing: pack it again"
-                )
-    return Bundle(path, manifest, sha256_bytes(raw))
+        _verify_files(path, manifest, digest)
+    return Bundle(path, manifest, digest)
+
+
+def _verify_files(path: Path, manifest: Manifest, digest: str) -> None:
+    """Every file against its manifest sha256. Files whose size, mtime and inode are as they
+    were when last verified are not hashed again (the way git trusts its index): a 1 GB bundle
+    would otherwise cost a second of hashing on every deploy."""
+    record = cache_root() / "verified" / f"{digest}.json"
+    where = str(path.resolve())
+    try:
+        known = json.loads(record.read_text())
+        if known.get("path") != where:
+            known = {}
+    except (OSError, ValueError):
+        known = {}
+    seen: dict[str, list[int]] = {}
+    for entry in manifest.files:
+        file = path / entry.path
+        if not _inside(path, file):
+            raise EdgepackError(f"{path / MANIFEST}: file {entry.path!r} lies outside the bundle")
+        if not file.is_file():
+            raise EdgepackError(f"{path}: bundle file {entry.path} is missing")
+        st = file.stat()
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev]
+        if known.get("files", {}).get(entry.path) != stamp and (
+            st.st_size != entry.size or sha256_file(file) != entry.sha256
+        ):
+            raise EdgepackError(
+                f"{path}: bundle file {entry.path} does not match its manifest hash; "
+                "the bundle was changed after packing: pack it again"
+            )
+        seen[entry.path] = stamp
+    with contextlib.suppress(OSError):  # a read-only cache only costs the hashing next time
+        record.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(record, json.dumps({"path": where, "files": seen}))
 
 
 def _inside(root: Path, file: Path) -> bool:

@@ -7,6 +7,16 @@ import os
 from pathlib import Path
 
 
+def cache_root() -> Path:
+    """Where edgepack keeps what it builds and downloads: EDGEPACK_CACHE_DIR, else the XDG
+    cache directory (~/.cache/edgepack)."""
+    env = os.environ.get("EDGEPACK_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "edgepack"
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary name beside `path`, then rename: readers never see half a file."""
     path = Path(path)

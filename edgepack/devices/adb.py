@@ -64,6 +64,7 @@ def adb_client(server: ServerAddress | None = None) -> Any:
 class Listed:
     serial: str
     state: str
+    transport_id: int | None = None
 
 
 def list_serials(server: ServerAddress | None = None) -> list[Listed]:
@@ -72,7 +73,8 @@ def list_serials(server: ServerAddress | None = None) -> list[Listed]:
 
     address = server or ServerAddress.from_env()
     try:
-        return [Listed(d.serial, d.state) for d in adb_client(address).list()]
+        return [Listed(d.serial, d.state, d.transport_id)
+                for d in adb_client(address).list(extended=True)]
     except (adbutils.AdbError, OSError) as exc:
         raise device_failure(
             f"cannot reach the adb server at {address} ({short(exc)}); start it with "
@@ -107,18 +109,20 @@ def resolve_device(serial: str | None, server: ServerAddress | None = None) -> A
             "offline": "reconnect it, or restart adbd on the device",
         }.get(match.state, "check its connection")
         raise device_failure(f"device {wanted!r} is {match.state}: {hint}")
-    return AdbDevice(wanted, address)
+    return AdbDevice(wanted, address, match.transport_id)
 
 
 class AdbDevice:
     """One device behind an adb server, with what deploy needs: shell, push, pull, facts."""
 
-    def __init__(self, serial: str, server: ServerAddress | None = None) -> None:
+    def __init__(self, serial: str, server: ServerAddress | None = None,
+                 transport_id: int | None = None) -> None:
         self.serial = serial
         self.server = server or ServerAddress.from_env()
         self._client = adb_client(self.server)
-        self._transport_id: int | None = None
-        self._adb = self._call("find it", self._bind)
+        self._transport_id = transport_id
+        self._adb = (self._client.device(transport_id=transport_id) if transport_id
+                     else self._call("find it", self._bind))
         self._features: set[str] | None = None
 
     def _bind(self) -> Any:

@@ -26,18 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from edgepack.errors import EdgepackError, ExitCode
+from edgepack.fileio import cache_root
 from edgepack.runner.targets import RUNNER_BINARY, TARGETS
 
 BUILD_SCHEMA = "edgepack-runner-build/1"
 BUILD_FILE = "runner.json"
-
-
-def cache_root() -> Path:
-    env = os.environ.get("EDGEPACK_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "edgepack"
 
 
 def runners_root(root: Path | None = None) -> Path:

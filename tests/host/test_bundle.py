@@ -149,6 +149,21 @@ def test_verify_detects_a_changed_file(tmp_path):
     assert run_cli("inspect", tmp_path / "b", "--no-verify").code == 0
 
 
+def test_a_change_after_a_good_verification_is_caught(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEPACK_CACHE_DIR", str(tmp_path / "cache"))
+    model = _gemm_model(tmp_path / "mlp.onnx")
+    assert run_cli("pack", model, "-o", tmp_path / "b").code == 0
+    load_bundle(tmp_path / "b")  # verified, and remembered
+    assert list((tmp_path / "cache" / "verified").glob("*.json"))
+    load_bundle(tmp_path / "b")  # unchanged: trusted by size, mtime and inode
+    blob = tmp_path / "b" / "init.bin"
+    data = bytearray(blob.read_bytes())
+    data[7] ^= 1
+    blob.write_bytes(bytes(data))
+    with pytest.raises(EdgepackError, match="init.bin does not match"):
+        load_bundle(tmp_path / "b")
+
+
 def test_tolerance_options(tmp_path):
     model = _gemm_model(tmp_path / "mlp.onnx")
     r = run_cli("pack", model, "-o", tmp_path / "b", "--tolerance", "y=0.5,0.25", "--json")
