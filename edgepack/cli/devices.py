@@ -8,7 +8,17 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from edgepack.cli.app import app
-from edgepack.cli.host import JsonOpt, render_deploy_result
+from edgepack.cli.host import render_deploy_result
+from edgepack.cli.options import (
+    EpOpt,
+    IterationsOpt,
+    JsonOpt,
+    MinSecondsOpt,
+    OptimizationOpt,
+    ReportOpt,
+    ThreadsOpt,
+    WarmupOpt,
+)
 from edgepack.cli.render import console, emit_json, note, size
 
 if TYPE_CHECKING:
@@ -106,18 +116,15 @@ def deploy(
     device: Annotated[str | None, typer.Option(
         "--device", help="Serial (default: ANDROID_SERIAL, else the only device connected).")
     ] = None,
-    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs first.")] = 1,
-    iterations: Annotated[int, typer.Option("--iterations", help="Timed runs.")] = 10,
-    min_seconds: Annotated[float | None, typer.Option(
-        "--min-seconds", help="Time runs for at least this long instead.")] = None,
-    threads: Annotated[int, typer.Option(
-        "--threads", help="Intra-op threads (0: onnxruntime's default).")] = 1,
-    ep: Annotated[str, typer.Option("--ep", help="cpu, xnnpack or nnapi.")] = "cpu",
+    warmup: WarmupOpt = 1,
+    iterations: IterationsOpt = 10,
+    min_seconds: MinSecondsOpt = None,
+    threads: ThreadsOpt = 1,
+    ep: EpOpt = "cpu",
     nnapi_fp16: Annotated[bool, typer.Option("--nnapi-fp16", help="NNAPI: allow fp16.")] = False,
     nnapi_cpu_disabled: Annotated[bool, typer.Option(
         "--nnapi-cpu-disabled", help="NNAPI: never fall back to its CPU device.")] = False,
-    optimization: Annotated[str, typer.Option(
-        "--optimization", help="disable, basic, extended or all.")] = "all",
+    optimization: OptimizationOpt = "all",
     timeout: Annotated[float, typer.Option(
         "--timeout", help="Seconds one runner invocation may take; killed on the device "
         "after that.")] = 600.0,
@@ -130,8 +137,7 @@ def deploy(
         "--keep", help="Keep the run's outputs on the device.")] = False,
     break_lock: Annotated[bool, typer.Option(
         "--break-lock", help="Take the device even if another deploy's lock is on it.")] = False,
-    report: Annotated[Path | None, typer.Option(
-        "--report", help="Also write the result as JSON to this file.")] = None,
+    report: ReportOpt = None,
     server: ServerOpt = None,
     json_out: JsonOpt = False,
 ) -> None:

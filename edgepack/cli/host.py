@@ -8,10 +8,17 @@ from typing import Annotated
 import typer
 
 from edgepack.cli.app import app
+from edgepack.cli.options import (
+    EpOpt,
+    IterationsOpt,
+    JsonOpt,
+    MinSecondsOpt,
+    OptimizationOpt,
+    ReportOpt,
+    ThreadsOpt,
+    WarmupOpt,
+)
 from edgepack.cli.render import console, emit_json, fmt, note, size
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
-
 
 # ---------------------------------------------------------------------------- export
 
@@ -270,17 +277,13 @@ def run(
         "--device", help="Where to run: host (devices are `edgepack deploy`'s).")] = "host",
     engine: Annotated[str, typer.Option(
         "--engine", help="auto (the native runner when built), native, or python.")] = "auto",
-    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs first.")] = 1,
-    iterations: Annotated[int, typer.Option("--iterations", help="Timed runs.")] = 10,
-    min_seconds: Annotated[float | None, typer.Option(
-        "--min-seconds", help="Time runs for at least this long instead.")] = None,
-    threads: Annotated[int, typer.Option(
-        "--threads", help="Intra-op threads (0: onnxruntime's default).")] = 1,
-    ep: Annotated[str, typer.Option("--ep", help="cpu, xnnpack or nnapi.")] = "cpu",
-    optimization: Annotated[str, typer.Option(
-        "--optimization", help="disable, basic, extended or all.")] = "all",
-    report: Annotated[Path | None, typer.Option(
-        "--report", help="Also write the result as JSON to this file.")] = None,
+    warmup: WarmupOpt = 1,
+    iterations: IterationsOpt = 10,
+    min_seconds: MinSecondsOpt = None,
+    threads: ThreadsOpt = 1,
+    ep: EpOpt = "cpu",
+    optimization: OptimizationOpt = "all",
+    report: ReportOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Run a bundle on this machine and compare its outputs with the expected ones."""

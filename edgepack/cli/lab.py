@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from edgepack.cli.app import app
+from edgepack.cli.options import JsonOpt
 from edgepack.cli.render import console, emit_json, fmt, note
 
 if TYPE_CHECKING:
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
     from edgepack.regress import RegressionReport
     from edgepack.report import ReportData
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 DeviceOpt = Annotated[str | None, typer.Option(
     "--device", help="host, all (every attached device), or SERIAL,SERIAL (host may be one).")]
 LabOpt = Annotated[Path | None, typer.Option(

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from edgepack.cli.app import app
+from edgepack.cli.options import JsonOpt
 from edgepack.cli.render import console, emit_json, note, size
 
 runner_app = typer.Typer(
@@ -17,7 +18,7 @@ runner_app = typer.Typer(
 )
 app.add_typer(runner_app, name="runner")
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
 
 
 def _build_doc(build: Any, status: str | None = None) -> dict[str, Any]:

@@ -176,9 +176,9 @@ class AdbDevice:
             conn.check_okay()
             streams = {1: bytearray(), 2: bytearray()}
             while True:
-                header = _read_exact(sock, 5)
+                header = read_exact(sock, 5)
                 (length,) = struct.unpack("<I", header[1:])
-                data = _read_exact(sock, length) if length else b""
+                data = read_exact(sock, length) if length else b""
                 if header[0] in streams:
                     streams[header[0]] += data
                 elif header[0] == 3:  # exit: one byte
@@ -226,10 +226,10 @@ class AdbDevice:
                             if progress:
                                 progress(payload)
                 sock.sendall(b"DONE" + struct.pack("<I", int(time.time())))
-                status = _read_exact(sock, 8)
+                status = read_exact(sock, 8)
                 if status[:4] == b"FAIL":
                     (length,) = struct.unpack("<I", status[4:])
-                    message = _read_exact(sock, length).decode("utf-8", "replace")
+                    message = read_exact(sock, length).decode("utf-8", "replace")
                     raise device_failure(f"{self.serial}: pushing {local.name} failed: {message}")
                 if status[:4] != b"OKAY":
                     raise device_failure(f"{self.serial}: unexpected sync reply {status[:4]!r}")
@@ -350,7 +350,8 @@ def _linux_model(device: AdbDevice) -> str | None:
     return text or None
 
 
-def _read_exact(sock: Any, n: int) -> bytes:
+def read_exact(sock: Any, n: int) -> bytes:
+    """n bytes from a socket, or EOFError when the peer closes first."""
     data = b""
     while len(data) < n:
         chunk = sock.recv(n - len(data))

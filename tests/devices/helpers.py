@@ -7,6 +7,8 @@ import struct
 import time
 from typing import Any
 
+from edgepack.devices.adb import read_exact
+
 
 def raw_push(device: Any, data: bytes, remote: str, mode: int = 0o100644,
              chunk: int = 64 * 1024, abandon_after: int | None = None,
@@ -31,9 +33,9 @@ def raw_push(device: Any, data: bytes, remote: str, mode: int = 0o100644,
             if abandon_after is not None and sent >= abandon_after:
                 return "ABANDONED", ""
         sock.sendall(b"DONE" + struct.pack("<I", int(time.time()) if mtime is None else mtime))
-        status = _read_exact(sock, 8)
+        status = read_exact(sock, 8)
         length = struct.unpack("<I", status[4:])[0]
-        message = _read_exact(sock, length).decode() if status[:4] == b"FAIL" else ""
+        message = read_exact(sock, length).decode() if status[:4] == b"FAIL" else ""
         return status[:4].decode(), message
     finally:
         conn.close()
@@ -50,23 +52,13 @@ def raw_recv(device: Any, remote: str) -> tuple[bytes, str]:
         sock.sendall(b"RECV" + struct.pack("<I", len(path)) + path)
         parts = []
         while True:
-            head = _read_exact(sock, 8)
+            head = read_exact(sock, 8)
             ident, size = head[:4], struct.unpack("<I", head[4:])[0]
             if ident == b"DONE":
                 return b"".join(parts), ""
-            body = _read_exact(sock, size)
+            body = read_exact(sock, size)
             if ident == b"FAIL":
                 return b"", body.decode()
             parts.append(body)
     finally:
         conn.close()
-
-
-def _read_exact(sock: Any, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        piece = sock.recv(n - len(data))
-        if not piece:
-            raise EOFError("connection closed")
-        data += piece
-    return data
