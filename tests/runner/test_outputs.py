@@ -244,3 +244,26 @@ def test_bundle_from_edgepack_pack_runs_natively(host_runner, tmp_path):
     assert doc["engine"] == "native"
     assert all(s["runner"]["engine"] == "native" for s in doc["sets"])
     shutil.rmtree(tmp_path / "bundle")
+
+
+def test_ort_format_model_gives_the_same_outputs(host_runner, tmp_path):
+    """An .ort model (onnxruntime's own format, what mobile builds prefer) runs like the .onnx
+    it was converted from."""
+    import subprocess
+    import sys
+
+    model = save_model(mlp_model(), tmp_path / "mlp")
+    x = np.random.default_rng(3).standard_normal((4, 64)).astype(np.float32)
+    inputs = write_set(tmp_path / "mlp" / "test_data_set_0", [("x", x)])
+    converted = subprocess.run(
+        [sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", str(model)],
+        capture_output=True, text=True, timeout=300)
+    assert converted.returncode == 0, converted.stderr
+    ort_model = model.with_suffix(".ort")
+    assert ort_model.is_file()
+    result = run_local(host_runner, ort_model, inputs, tmp_path / "out", RunConfig(iterations=2))
+    assert [o.name for o in result.outputs] == ["logits", "probs"]
+    expected = ort_run(model, {"x": x})
+    for i, want in enumerate(expected):
+        got = numpy_helper.to_array(onnx.load_tensor(str(tmp_path / "out" / f"output_{i}.pb")))
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
