@@ -13,6 +13,7 @@ import pytest
 
 from edgepack.devices.virtual import Faults
 from edgepack.devices.virtual.harness import AdbServer, AttachedDevice, DeviceFactory
+from tests.conftest import unavailable
 
 from .helpers import raw_push, raw_recv
 
@@ -178,7 +179,7 @@ def test_quota_fills_the_disk(virtual_device: AttachedDevice, adb_env: AdbServer
 
 def _need_a_compiler() -> None:
     if shutil.which("cc") is None and shutil.which("gcc") is None and not os.environ.get("CI"):
-        pytest.skip("the runner faults need a C compiler (apt-get install gcc)")
+        unavailable("the runner faults need a C compiler (apt-get install gcc)")
 
 
 @pytest.fixture

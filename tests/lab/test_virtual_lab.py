@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from edgepack.errors import EdgepackError
-from tests.conftest import run_cli
+from tests.conftest import run_cli, unavailable
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def host_runner():
     try:
         return build_runner("host")  # what a virtual device runs
     except Exception as exc:  # no compiler or onnxruntime headers on this machine
-        pytest.skip(f"the host runner cannot be built here: {exc}")
+        unavailable(f"the host runner cannot be built here: {exc}")
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from tests.conftest import unavailable
+
 REPO = Path(__file__).resolve().parents[2]
 RUNNER_SRC = REPO / "device_scripts" / "runner"
 
@@ -147,7 +149,7 @@ def tp_tool(tmp_path_factory) -> Path:
     """The TensorProto reader/writer as a command, built with ASan and UBSan."""
     cc = shutil.which("gcc") or shutil.which("clang")
     if cc is None:
-        pytest.skip("no C compiler")
+        unavailable("no C compiler")
     out = tmp_path_factory.mktemp("tp_tool") / "tp_tool"
     subprocess.run(
         [cc, "-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-O1",

@@ -21,6 +21,7 @@ from edgepack.runner.targets import (
     target_for_android_abi,
     target_for_linux_machine,
 )
+from tests.conftest import unavailable
 from tests.runner.conftest import RUNNER_SRC
 
 
@@ -100,7 +101,7 @@ def test_cmake_refuses_android_target_without_the_toolchain(tmp_path):
     """The CMakeLists guard: an Android target configured without the NDK toolchain stops with a
     message instead of building a Linux binary by mistake."""
     if shutil.which("cmake") is None:
-        pytest.skip("cmake not installed")
+        unavailable("cmake not installed")
     headers = tmp_path / "h"
     headers.mkdir()
     (headers / "onnxruntime_c_api.h").write_text("")
@@ -257,7 +258,7 @@ def test_android_code_path_compiles_against_the_aar_headers(host_runner):
     include = next(a.split("=", 1)[1] for a in host_runner.commands[0]
                    if a.startswith("-DORT_INCLUDE_DIR="))
     if cc is None or not Path(include, "nnapi_provider_factory.h").is_file():
-        pytest.skip("no compiler or no AAR headers")
+        unavailable("no compiler or no AAR headers")
     src = RUNNER_SRC / "src"
     proc = subprocess.run([cc, "-std=c11", "-fsyntax-only", "-Wall", "-Wextra", "-Werror",
                            "-D__ANDROID__", f"-I{src}", f"-I{include}", str(src / "main.c")],

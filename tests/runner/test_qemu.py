@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 from edgepack.runner.result import RunConfig
-from tests.conftest import onnx_test_data
+from tests.conftest import onnx_test_data, unavailable
 from tests.runner.conftest import mlp_model, ort_run, save_model, write_set
 
 
@@ -20,12 +20,10 @@ def aarch64_runner():
     from edgepack.runner import qemu
     from edgepack.runner.build import build_runner
 
-    if shutil.which("aarch64-linux-gnu-gcc") is None:
-        pytest.skip("aarch64-linux-gnu-gcc is not installed "
-                    "(apt-get install gcc-aarch64-linux-gnu)")
-    reason = qemu.unavailable_reason()
+    reason = ("aarch64-linux-gnu-gcc is not installed (apt-get install gcc-aarch64-linux-gnu)"
+              if shutil.which("aarch64-linux-gnu-gcc") is None else qemu.unavailable_reason())
     if reason:
-        pytest.skip(reason)
+        unavailable(reason)
     return build_runner("linux-aarch64")
 
 

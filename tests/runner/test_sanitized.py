@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from tests.conftest import onnx_test_data
+from tests.conftest import onnx_test_data, unavailable
 from tests.runner.conftest import RUNNER_SRC, make, mlp_model, save_model, write_set
 
 
 @pytest.fixture(scope="module")
 def asan_runner(host_runner, tmp_path_factory) -> Path:
     if shutil.which("gcc") is None:
-        pytest.skip("gcc not installed")
+        unavailable("gcc not installed")
     build = json.loads((host_runner.directory / "runner.json").read_text())
     include = next(a.split("=", 1)[1] for a in build["commands"][0]
                    if a.startswith("-DORT_INCLUDE_DIR="))
