@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import socket
 import struct
 import time
 from dataclasses import dataclass
@@ -141,21 +142,36 @@ class AdbDevice:
         import adbutils
 
         try:
-            return self._adb.open_transport(timeout=timeout)
+            conn = self._adb.open_transport(timeout=timeout)
         except adbutils.AdbError:
             old = self._transport_id
             self._adb = self._bind()
             if self._transport_id is None or self._transport_id == old:
                 raise
-            return self._adb.open_transport(timeout=timeout)
+            conn = self._adb.open_transport(timeout=timeout)
+        # Small requests (a sync RECV after "sync:", a lock release) otherwise wait out Nagle's
+        # algorithm against the server's delayed ACK: 40 ms each on Linux.
+        conn.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
 
     # ------------------------------------------------------------------ shell
 
     def features(self) -> set[str]:
         if self._features is None:
-            self._features = set(self._call("read its features", self._adb.get_features)
+            self._features = set(self._call("read its features", self._read_features)
                                  .split(","))
         return self._features
+
+    def _read_features(self) -> str:
+        conn = self._client.make_connection(timeout=30)
+        try:
+            target = (f"host-transport-id:{self._transport_id}" if self._transport_id
+                      else f"host-serial:{self.serial}")
+            conn.send_command(f"{target}:features")
+            conn.check_okay()
+            return conn.read_string_block()
+        finally:
+            conn.conn.close()  # not conn.close(): adbutils sleeps 10 ms there
 
     def shell(self, command: str, timeout: float | None = None) -> ShellResult:
         """Run one command line in the device's shell; stdout and stderr apart when the device
@@ -241,8 +257,31 @@ class AdbDevice:
         tmp = local.with_name(f".{local.name}.partial")
 
         def receive() -> None:
-            self._open(30).close()  # follows a reconnection before adbutils' sync opens its own
-            self._adb.sync.pull_file(remote, tmp)
+            # The sync protocol's RECV on our own transport, as push does: no per-connection
+            # sleep, and it follows a device that reconnected.
+            conn = self._open(None)
+            sock = conn.conn
+            try:
+                conn.send_command("sync:")
+                conn.check_okay()
+                path = remote.encode()
+                sock.sendall(b"RECV" + struct.pack("<I", len(path)) + path)
+                with open(tmp, "wb") as out:
+                    while True:
+                        kind, length = struct.unpack("<4sI", read_exact(sock, 8))
+                        if kind == b"DATA":
+                            out.write(read_exact(sock, length))
+                        elif kind == b"DONE":
+                            break
+                        elif kind == b"FAIL":
+                            message = read_exact(sock, length).decode("utf-8", "replace")
+                            raise device_failure(f"{self.serial}: pulling {remote} failed: "
+                                                 f"{message}")
+                        else:
+                            raise device_failure(f"{self.serial}: unexpected sync reply {kind!r}")
+                sock.sendall(b"QUIT" + struct.pack("<I", 0))
+            finally:
+                sock.close()
 
         try:
             self._call(f"pull {remote}", receive)
@@ -350,10 +389,18 @@ def _linux_model(device: AdbDevice) -> str | None:
     return text or None
 
 
+# Linux only. The adb server writes each message it relays as it comes, without TCP_NODELAY: a
+# short message after a long one (a sync DONE after the last DATA) then waits for our ACK,
+# which Linux delays by 40 ms unless asked to answer at once; it forgets that after each read.
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+
+
 def read_exact(sock: Any, n: int) -> bytes:
     """n bytes from a socket, or EOFError when the peer closes first."""
     data = b""
     while len(data) < n:
+        if _QUICKACK is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
         chunk = sock.recv(n - len(data))
         if not chunk:
             raise EOFError("connection closed")
