@@ -304,7 +304,7 @@ def _runner_for(serial: str, info: DeviceInfo, override: str | None) -> RunnerBu
 def _stage(device: AdbDevice, bundle: Bundle, runner: RunnerBuild,
            paths: tuple[str, str, str], listener: DeployListener) -> Transfer:
     from edgepack.devices.adb import DEVICE_ROOT
-    from edgepack.devices.staging import LocalFile, sync_dir
+    from edgepack.devices.staging import DirSync, LocalFile, sync_dirs
 
     bin_dir, bundle_dir, _ = paths
     runner_files = [
@@ -320,9 +320,10 @@ def _stage(device: AdbDevice, bundle: Bundle, runner: RunnerBuild,
     def free() -> int | None:
         return device.free_bytes(DEVICE_ROOT)
 
-    progress = listener.transfer()
-    r = sync_dir(device, runner_files, bin_dir, f"runner {runner.target}", progress, free)
-    b = sync_dir(device, bundle_files, bundle_dir, f"bundle {bundle.name}", progress, free)
+    r, b = sync_dirs(device, [
+        DirSync(runner_files, bin_dir, f"runner {runner.target}"),
+        DirSync(bundle_files, bundle_dir, f"bundle {bundle.name}"),
+    ], listener.transfer(), free)
     return Transfer(
         files_pushed=r.files_pushed + b.files_pushed,
         bytes_pushed=r.bytes_pushed + b.bytes_pushed,
