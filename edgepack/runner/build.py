@@ -53,6 +53,11 @@ class BuildPlan:
     work_dir: Path  # <cache>/build/<target>/<version>: cmake's build tree and the staged library
     final_dir: Path
     invocation: CMakeInvocation
+    source_dir: Path
+
+    @property
+    def build_tree(self) -> Path:
+        return self.work_dir / "cmake"
 
     @property
     def staged_library(self) -> Path:
@@ -150,7 +155,7 @@ def plan_build(
         jobs=os.cpu_count() or 1,
     )
     return BuildPlan(target, version, library, origin, headers, work_dir,
-                     cache.runner_dir(target.name, version, root), invocation)
+                     cache.runner_dir(target.name, version, root), invocation, source_dir)
 
 
 def _run(cmd: list[str], what: str) -> None:
@@ -226,15 +231,41 @@ def glibc_needed(paths: list[Path]) -> str | None:
     return f"{major}.{minor}"
 
 
-def execute(plan: BuildPlan, log: Log = _quiet) -> cache.RunnerBuild:
+def _cached_source_dir(build_tree: Path) -> Path | None:
+    """The source directory a cmake build tree was configured from (CMakeCache.txt)."""
+    try:
+        text = (build_tree / "CMakeCache.txt").read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("CMAKE_HOME_DIRECTORY:"):
+            return Path(line.split("=", 1)[1])
+    return None
+
+
+def prepare_build_tree(plan: BuildPlan, force: bool) -> None:
+    """cmake refuses a build tree configured from another source directory (a second checkout, a
+    moved one, a CI machine whose cache outlived its clone), and a forced build must not inherit
+    anything: either way the tree is thrown away. It is only ever a cache."""
+    tree = plan.build_tree
+    if not tree.exists():
+        return
+    previous = _cached_source_dir(tree)
+    stale = previous is not None and previous.resolve() != plan.source_dir.resolve()
+    if force or stale:
+        shutil.rmtree(tree)
+
+
+def execute(plan: BuildPlan, log: Log = _quiet, *, force: bool = False) -> cache.RunnerBuild:
     root = plan.final_dir.parents[2]
     with cache.cache_lock(f"build-{plan.target.name}", root):
+        prepare_build_tree(plan, force)
         stage_library(plan)
         log(f"building edgepack-runner for {plan.target.name} against onnxruntime "
             f"{plan.ort_version} (headers {plan.headers.ort_version})")
         _run(plan.invocation.configure, "cmake configure")
         _run(plan.invocation.build, "cmake build")
-        binary = plan.work_dir / "cmake" / RUNNER_BINARY
+        binary = plan.build_tree / RUNNER_BINARY
         if not binary.is_file():
             raise EdgepackError(f"cmake finished but {binary} is missing", ExitCode.DEVICE)
         plan.final_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -281,7 +312,7 @@ def build_runner(
         existing = cache.find_runner(plan.target.name, plan.ort_version, root)
         if existing is not None and existing.headers_version == plan.headers.ort_version:
             return existing
-    return execute(plan, log)
+    return execute(plan, log, force=force)
 
 
 def _reusable(target: Target, ort_aar: Path | None, root: Path | None

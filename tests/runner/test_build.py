@@ -129,7 +129,7 @@ def _fake_plan(tmp_path: Path, target_name: str, fake_ndk: Path) -> build_mod.Bu
                            ndk=fake_ndk)
     return build_mod.BuildPlan(target, "1.29.0", work / "lib" / target.library_name, "test",
                                headers, work, tmp_path / "root" / "runners" / target.name /
-                               "1.29.0", inv)
+                               "1.29.0", inv, RUNNER_SRC)
 
 
 @pytest.mark.parametrize("target_name", ["android-arm64-v8a", "android-armeabi-v7a",
@@ -249,6 +249,24 @@ def test_rebuild_reuses_and_force_rebuilds_identically(host_runner):
     assert again.id == host_runner.id and again.built_at == host_runner.built_at
     rebuilt = build_mod.build_runner("host", force=True)
     assert rebuilt.id == host_runner.id  # the build is reproducible
+
+
+def test_a_build_tree_left_by_another_checkout_is_replaced(host_runner, tmp_path, monkeypatch):
+    """The cache outlives checkouts (two clones, a moved one, CI reusing a machine's cache): cmake
+    refuses a build tree configured from another source directory, so the build must not reuse
+    it. This failed CI once, with a tree made from /work/main and a clone at /check/work/main."""
+    other = tmp_path / "other clone" / "runner"
+    shutil.copytree(RUNNER_SRC, other)
+    monkeypatch.setenv("EDGEPACK_RUNNER_SRC", str(other))
+    from_other = build_mod.plan_build("host")
+    build_mod.execute(from_other)
+    assert build_mod._cached_source_dir(from_other.build_tree) == other
+    monkeypatch.delenv("EDGEPACK_RUNNER_SRC")
+    plan = build_mod.plan_build("host")
+    assert plan.build_tree == from_other.build_tree
+    built = build_mod.execute(plan)
+    assert build_mod._cached_source_dir(plan.build_tree) == RUNNER_SRC.resolve()
+    assert built.id == host_runner.id
 
 
 def test_android_code_path_compiles_against_the_aar_headers(host_runner):
