@@ -6,7 +6,6 @@ lies, and the engine may be the native runner or onnxruntime's Python API.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import tempfile
 import time
@@ -239,8 +238,10 @@ def deploy(
     options: DeployOptions | None = None,
     listener: DeployListener | None = None,
 ) -> DeployResult:
-    """Push the runner and the bundle (incrementally), run every test set, pull, compare."""
+    """Push the runner and the bundle (incrementally), run every test set, pull, compare.
+    The run's scratch directory on the device goes with the lock, unless options.keep."""
     import os
+    import shlex
 
     from edgepack.devices.adb import DEVICE_ROOT
     from edgepack.devices.lock import device_lock
@@ -256,10 +257,15 @@ def deploy(
     run_id = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
     paths = remote_paths(bundle.name, runner.id, run_id)
     lease = config.timeout_s * len(bundle.manifest.test_sets) + 600
-    with device_lock(device, DEVICE_ROOT, lease, options.break_lock):
+    notes: list[str] = []
+    with device_lock(device, DEVICE_ROOT, lease, options.break_lock) as lock:
+        if options.keep:
+            notes.append(f"kept the run's files on the device in {paths[2]}")
+        else:
+            lock.on_release(f"rm -rf {shlex.quote(paths[2])}")
         listener.stage(f"{device.serial}: pushing the {runner.target} runner and {bundle.name}")
         transfer = _stage(device, bundle, runner, paths, listener)
-        sets, run_s, pull_s, notes = _run_sets(device, bundle, config, paths, options, listener)
+        sets, run_s, pull_s = _run_sets(device, bundle, config, paths, options, listener)
     return DeployResult(
         bundle_name=bundle.name,
         bundle_sha256=bundle.sha256,
@@ -340,9 +346,9 @@ def _run_sets(
     paths: tuple[str, str, str],
     options: DeployOptions,
     listener: DeployListener,
-) -> tuple[list[SetResult], float, float, list[str]]:
+) -> tuple[list[SetResult], float, float]:
     """Run the runner once per test set, pull its outputs and judge them; (sets, run seconds,
-    pull seconds, notes). The run's scratch directory goes unless options.keep."""
+    pull seconds)."""
     import shlex
 
     from edgepack.runner.local import device_command
@@ -350,7 +356,6 @@ def _run_sets(
     bin_dir, bundle_dir, run_dir = paths
     sets: list[SetResult] = []
     run_s = pull_s = 0.0
-    notes: list[str] = []
     local_root = Path(options.work_dir or tempfile.mkdtemp(prefix="edgepack-deploy-"))
     try:
         for test_set in bundle.manifest.test_sets:
@@ -384,12 +389,7 @@ def _run_sets(
     finally:
         if options.work_dir is None:
             shutil.rmtree(local_root, ignore_errors=True)
-        if options.keep:
-            notes.append(f"kept the run's files on the device in {run_dir}")
-        else:
-            with contextlib.suppress(EdgepackError):  # a device that is gone keeps its runs/
-                device.shell(f"rm -rf {shlex.quote(run_dir)}", 60)
-    return sets, run_s, pull_s, notes
+    return sets, run_s, pull_s
 
 
 def _runner_result(

@@ -54,9 +54,21 @@ def lock_path(root: str) -> str:
     return root.rstrip("/") + "/.lock"
 
 
+class HeldLock:
+    """The lock while it is held. Commands given to `on_release` run in the same device shell as
+    the release, before it, still under the lock: a redeploy pays one round trip for its
+    cleanup and the unlock together."""
+
+    def __init__(self) -> None:
+        self._release_commands: list[str] = []
+
+    def on_release(self, command: str) -> None:
+        self._release_commands.append(command)
+
+
 @contextlib.contextmanager
 def device_lock(device: Device, root: str, lease_s: float, break_lock: bool = False
-                ) -> Iterator[None]:
+                ) -> Iterator[HeldLock]:
     path = lock_path(root)
     token = secrets.token_hex(8)
     holder = _take(device, root, path, token, lease_s, None)
@@ -69,18 +81,17 @@ def device_lock(device: Device, root: str, lease_s: float, break_lock: bool = Fa
             ExitCode.DEVICE,
         )
     _held.add(token)
+    held = HeldLock()
     try:
-        yield
+        yield held
     finally:
         _held.discard(token)
         qp = shlex.quote(path)
         # Only our own lock is removed: a broken-and-retaken lock belongs to someone else now.
-        with contextlib.suppress(EdgepackError):
-            device.shell(
-                f"[ \"$(cut -d' ' -f1 {qp}/owner 2>/dev/null)\" = {shlex.quote(token)} ] && "
-                f"rm -rf {qp}; true",
-                60,
-            )
+        release = (f"[ \"$(cut -d' ' -f1 {qp}/owner 2>/dev/null)\" = {shlex.quote(token)} ] && "
+                   f"rm -rf {qp}; true")
+        with contextlib.suppress(EdgepackError):  # a device that is gone keeps its lock to lapse
+            device.shell("".join(f"{c}; " for c in held._release_commands) + release, 60)
 
 
 def _take(device: Device, root: str, path: str, token: str, lease_s: float,

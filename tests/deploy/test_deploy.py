@@ -217,8 +217,20 @@ def test_runner_crash_reports_the_signal(bundles, host_runner, virtual_device):
     virtual_device.device.faults.runner = "crash"
     r = deploy(bundles["iris_forest"], virtual_device.serial)
     assert_device_error(r, "SIGSEGV")
+    # A failed run cleans up after itself as a passing one does, and lets go of the device.
+    runs = virtual_device.root / DEVICE_ROOT / "runs"
+    assert not list(runs.glob("*")) and not (virtual_device.root / DEVICE_ROOT / ".lock").exists()
     virtual_device.device.faults.runner = None
     assert deploy(bundles["iris_forest"], virtual_device.serial).code == 0
+
+
+def test_keep_leaves_the_run_on_the_device(bundles, host_runner, virtual_device):
+    r = deploy(bundles["iris_forest"], virtual_device.serial, "--keep")
+    assert r.code == 0, r.stderr
+    (kept,) = (virtual_device.root / DEVICE_ROOT / "runs").glob("*")
+    assert (kept / "test_data_set_0" / "output_0.pb").is_file()
+    assert any(kept.name in note for note in r.json()["notes"])
+    assert not (virtual_device.root / DEVICE_ROOT / ".lock").exists()
 
 
 def test_runner_hang_is_killed_on_the_device(bundles, host_runner, virtual_device):

@@ -163,6 +163,17 @@ def test_latency_stats():
     assert not latency_stats([10.0, 10.1, 9.9, 10.0]).unstable
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 10, 101, 1000])
+def test_latency_percentiles_match_numpy(n):
+    rng = np.random.default_rng(n)
+    samples = list(rng.lognormal(1.0, 0.5, n))
+    s = latency_stats(samples)
+    p50, p90, p95, p99 = np.percentile(samples, [50, 90, 95, 99])
+    assert (s.median_ms, s.p90_ms, s.p95_ms, s.p99_ms) == pytest.approx(
+        (np.median(samples), p90, p95, p99), rel=1e-12)
+    assert p50 == pytest.approx(s.median_ms, rel=1e-12)
+
+
 # ---------------------------------------------------------------------------- TensorProto files
 
 
