@@ -102,8 +102,9 @@ def plan_build(
     root = root or cache.cache_root()
     source_dir = cache.runner_sources()
     if not (source_dir / "CMakeLists.txt").is_file():
-        raise EdgepackError(f"the runner's sources are not at {source_dir}: build from an edgepack "
-                            "checkout, or set EDGEPACK_RUNNER_SRC", ExitCode.BAD_INPUT)
+        raise EdgepackError(f"the runner's sources are not at {source_dir}: reinstall edgepack "
+                            "from a wheel or a checkout, or set EDGEPACK_RUNNER_SRC to a "
+                            "device_scripts/runner directory", ExitCode.BAD_INPUT)
     ndk_path = resolve_ndk(ndk) if target.is_android else None
     missing = [tool for tool in compilers_needed(target) if shutil.which(tool) is None]
     if missing:

@@ -42,11 +42,16 @@ def runner_dir(target: str, ort_version: str, root: Path | None = None) -> Path:
 
 
 def runner_sources() -> Path:
-    """device_scripts/runner of this checkout (EDGEPACK_RUNNER_SRC overrides)."""
+    """The runner's sources: EDGEPACK_RUNNER_SRC, else device_scripts/runner of the checkout
+    edgepack runs from, else the copy an installed wheel carries (see setup.py)."""
     env = os.environ.get("EDGEPACK_RUNNER_SRC")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "device_scripts" / "runner"
+    here = Path(__file__).resolve()
+    checkout = here.parents[2] / "device_scripts" / "runner"
+    if (checkout / "CMakeLists.txt").is_file():
+        return checkout
+    return here.parent / "sources"
 
 
 def sources_sha256(src: Path | None = None) -> str | None:
