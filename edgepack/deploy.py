@@ -304,7 +304,27 @@ def _runner_for(serial: str, info: DeviceInfo, override: str | None) -> RunnerBu
             f"`edgepack runner build --target {target.name}`",
             ExitCode.DEVICE,
         )
+    check_glibc(serial, info, runner)
     return runner
+
+
+def check_glibc(serial: str, info: DeviceInfo, runner: RunnerBuild) -> None:
+    """A runner linked against a newer glibc than the board's fails to start with a loader
+    message; say so before pushing anything, with the build that fits."""
+    def key(version: str) -> tuple[int, ...]:
+        return tuple(int(p) for p in version.split(".") if p.isdigit())
+
+    if info.glibc and runner.requires_glibc and key(info.glibc) < key(runner.requires_glibc):
+        from edgepack.runner.targets import ZIG_GLIBC
+
+        fix = (f"rebuild it for glibc {ZIG_GLIBC}: `edgepack runner build --target "
+               f"{runner.target} --compiler zig`" if key(info.glibc) >= key(ZIG_GLIBC)
+               else f"onnxruntime's own Linux library needs glibc {ZIG_GLIBC}")
+        raise EdgepackError(
+            f"{serial} has glibc {info.glibc}, but the {runner.target} runner needs "
+            f"{runner.requires_glibc} or newer (built with {runner.compiler or 'gcc'}); {fix}",
+            ExitCode.DEVICE,
+        )
 
 
 def _stage(device: AdbDevice, bundle: Bundle, runner: RunnerBuild,

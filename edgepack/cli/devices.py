@@ -61,13 +61,16 @@ def devices(server: ServerOpt = None, json_out: JsonOpt = False) -> None:
         console().print(f"no devices on the adb server at {address}", markup=False)
         return
     table = Table(title=f"devices on {address}", title_justify="left")
-    for col in ("serial", "state", "model", "ABIs", "SDK", "SoC", "runner", "free"):
+    # Android's SDK level, or a Linux board's glibc: what decides which runner builds run there.
+    for col in ("serial", "state", "model", "ABIs", "SDK / glibc", "SoC", "runner", "free"):
         table.add_column(col)
     for d in infos:
+        platform = (str(d.sdk) if d.sdk is not None
+                    else f"glibc {d.glibc}" if d.glibc else "-")
         table.add_row(
             d.serial, d.state, (d.model or "-") + (" (virtual)" if d.virtual else ""),
-            ",".join(d.abis) or "-", str(d.sdk) if d.sdk is not None else "-", d.soc or "-",
-            d.runner_target or "-", size(d.free_bytes),
+            ",".join(d.abis) or "-", platform, d.soc or "-", d.runner_target or "-",
+            size(d.free_bytes),
         )
     console().print(table)
 

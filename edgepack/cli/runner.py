@@ -41,6 +41,10 @@ def build(
         "--ndk", help="Android NDK directory (default: $ANDROID_NDK_HOME).")] = None,
     android_platform: Annotated[str, typer.Option(
         "--android-platform", help="ANDROID_PLATFORM for Android targets.")] = "android-24",
+    compiler: Annotated[str | None, typer.Option(
+        "--compiler", help="Linux targets: gcc (default; the runner needs this machine's glibc "
+                           "or, for linux-aarch64, 2.34) or zig (pip install ziglang; glibc "
+                           "2.28, as onnxruntime itself).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if built.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -48,7 +52,7 @@ def build(
     from edgepack.runner.build import build_runner
 
     result = build_runner(target, ort_aar=ort_aar, ndk=ndk, android_platform=android_platform,
-                          force=force, log=note)
+                          force=force, log=note, compiler=compiler)
     if json_out:
         emit_json(_build_doc(result))
         return
@@ -57,6 +61,9 @@ def build(
     out.print(f"  in {result.directory}", markup=False)
     out.print(f"  onnxruntime {result.ort_version} ({result.library_origin}); headers "
               f"{result.headers_version} (C API {result.ort_api_version})", markup=False)
+    if result.requires_glibc:
+        out.print(f"  built with {result.compiler or 'gcc'}: runs with glibc "
+                  f"{result.requires_glibc} or newer", markup=False)
     for f in result.files:
         out.print(f"  push {f.name} ({size(f.size)})", markup=False)
     from edgepack.runner.targets import shell_command
@@ -87,9 +94,11 @@ def list_(json_out: JsonOpt = False) -> None:
     from rich.table import Table
 
     table = Table(title=f"runners in {runners_root()}")
-    for col in ("target", "onnxruntime", "headers", "id", "size", "status"):
+    for col in ("target", "onnxruntime", "headers", "compiler", "glibc", "id", "size",
+                "status"):
         table.add_column(col)
     for b, status in rows:
-        table.add_row(b.target, b.ort_version, b.headers_version, b.id, size(b.total_bytes),
-                      status)
+        table.add_row(b.target, b.ort_version, b.headers_version, b.compiler or "?",
+                      f">= {b.requires_glibc}" if b.requires_glibc else "-", b.id,
+                      size(b.total_bytes), status)
     console().print(table)

@@ -110,6 +110,12 @@ def virtual_device(
     runner_fault_once: Annotated[bool, typer.Option(
         "--runner-fault-once", help="Fault: only the first run of the runner meets the fault.")
     ] = False,
+    linux_board: Annotated[bool, typer.Option(
+        "--linux-board", help="Stand in for a Linux board running adbd rather than a phone: no "
+                              "getprop, setprop or dumpsys.")] = False,
+    glibc: Annotated[str | None, typer.Option(
+        "--glibc", help="The glibc version getconf reports (default: the host's), e.g. 2.31 "
+                        "to rehearse an older board.")] = None,
     verbose: Annotated[bool, typer.Option(
         "-v", "--verbose", help="Log connections, refused services and faults.")] = False,
 ) -> None:
@@ -159,7 +165,7 @@ def virtual_device(
         battery=Battery(level=battery_level, temperature=battery_temperature, status=status),
         thermal=Thermal(status=thermal_status, **({"temperatures": temperatures}
                                                   if temperatures else {})),
-        faults=faults, vanish_after=vanish_after,
+        faults=faults, vanish_after=vanish_after, linux_board=linux_board, glibc=glibc,
     )
     try:
         device = VirtualDevice(config).start()

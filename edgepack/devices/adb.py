@@ -300,18 +300,25 @@ class AdbDevice:
 
     def info(self) -> DeviceInfo:
         # One round trip: properties (none on a Linux board without Android's property
-        # service), the machine, and free space where edgepack writes.
-        marker = "::edgepack::"
-        out = self.shell(
-            f"getprop 2>/dev/null; echo {marker}; uname -m; "
-            f"df -k {shlex.quote(DEVICE_ROOT_PARENT)} 2>/dev/null | tail -n 1",
-            timeout=30,
-        ).stdout
-        prop_text, _, probe_text = out.partition(marker)
-        props = {m.group(1): m.group(2) for m in _PROP_LINE.finditer(prop_text)}
-        probe = probe_text.strip().splitlines()
-        machine = probe[0].strip() if probe else None
-        free = _df_free_bytes(probe[1]) if len(probe) > 1 else None
+        # service), the machine, the C library (a runner built against a newer glibc than a
+        # board's will not start), free space where edgepack writes, and a board's model.
+        sections = ("props", "machine", "glibc", "df", "model")
+        script = {
+            "props": "getprop",
+            "machine": "uname -m",
+            "glibc": "getconf GNU_LIBC_VERSION",
+            "df": f"df -k {shlex.quote(DEVICE_ROOT_PARENT)} | tail -n 1",
+            "model": "tr -d '\\000' < /proc/device-tree/model || hostname",
+        }
+        out = self.shell("; ".join(f"echo ::edgepack-{name}::; {{ {script[name]}; }} 2>/dev/null"
+                                   for name in sections), timeout=30).stdout
+        found = dict(re.findall(r"::edgepack-(\w+)::\n(.*?)(?=::edgepack-|\Z)", out, re.S))
+        props = {m.group(1): m.group(2) for m in _PROP_LINE.finditer(found.get("props", ""))}
+        machine = found.get("machine", "").strip() or None
+        glibc_match = re.fullmatch(r"glibc (\d+\.\d+)\S*", found.get("glibc", "").strip())
+        df_lines = found.get("df", "").strip().splitlines()
+        free = _df_free_bytes(df_lines[-1]) if df_lines else None
+        board_model = found.get("model", "").strip() or None
         android = "ro.build.version.sdk" in props
         abis = [a for a in props.get("ro.product.cpu.abilist", "").split(",") if a]
         if not abis and props.get("ro.product.cpu.abi"):
@@ -321,7 +328,7 @@ class AdbDevice:
             serial=self.serial,
             kind="android" if android else "linux",
             state="device",
-            model=props.get("ro.product.model") or (None if android else _linux_model(self)),
+            model=props.get("ro.product.model") or (None if android else board_model),
             manufacturer=props.get("ro.product.manufacturer"),
             abis=abis or ([machine] if machine else []),
             sdk=int(sdk) if sdk.isdigit() else None,
@@ -331,6 +338,7 @@ class AdbDevice:
             free_bytes=free,
             virtual=props.get("ro.edgepack.virtual") == "1",
             runner_target=choose_runner_target(props, machine),
+            glibc=glibc_match.group(1) if glibc_match and not android else None,
         )
 
     # ------------------------------------------------------------------ plumbing
@@ -381,12 +389,6 @@ def _df_free_bytes(line: str) -> int | None:
     if len(parts) >= 4 and parts[3].isdigit():
         return int(parts[3]) * 1024
     return None
-
-
-def _linux_model(device: AdbDevice) -> str | None:
-    out = device.shell("cat /proc/device-tree/model 2>/dev/null || hostname", timeout=30)
-    text = out.stdout.replace("\0", "").strip()
-    return text or None
 
 
 # Linux only. The adb server writes each message it relays as it comes, without TCP_NODELAY: a

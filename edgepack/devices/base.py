@@ -30,6 +30,7 @@ class DeviceInfo:
     free_bytes: int | None = None  # in the working directory edgepack uses
     virtual: bool = False
     runner_target: str | None = None  # the runner this device runs, when it can be told
+    glibc: str | None = None  # a Linux device's C library version ("2.31"); None on Android
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from edgepack.errors import EdgepackError, ExitCode
 from edgepack.fileio import sha256_file
 from edgepack.runner import cache, fetch
 from edgepack.runner.targets import (
+    COMPILERS,
     DEFAULT_ANDROID_PLATFORM,
     RUNNER_BINARY,
     RUNNER_VERSION,
@@ -30,6 +31,7 @@ from edgepack.runner.targets import (
     cmake_invocation,
     compilers_needed,
     get_target,
+    zig_wrapper,
 )
 
 Log = Callable[[str], None]
@@ -54,10 +56,16 @@ class BuildPlan:
     final_dir: Path
     invocation: CMakeInvocation
     source_dir: Path
+    compiler: str  # "gcc", "zig", or "ndk" for Android
+    zig: Path | None = None
 
     @property
     def build_tree(self) -> Path:
-        return self.work_dir / "cmake"
+        return build_tree(self.work_dir, self.compiler)
+
+    @property
+    def zig_cc(self) -> Path:
+        return self.work_dir / "zig-cc"
 
     @property
     def staged_library(self) -> Path:
@@ -82,6 +90,42 @@ def resolve_ndk(ndk: Path | None) -> Path:
     )
 
 
+def build_tree(work_dir: Path, compiler: str) -> Path:
+    # One tree per compiler: cmake keeps the compiler it first found in its cache.
+    return work_dir / ("cmake-zig" if compiler == "zig" else "cmake")
+
+
+def find_zig() -> Path:
+    """zig from the ziglang package on PyPI (`pip install ziglang`), else one on PATH."""
+    try:
+        import ziglang  # type: ignore[import-not-found]
+
+        bundled = Path(ziglang.__file__).parent / "zig"
+        if bundled.is_file():
+            return bundled
+    except ImportError:
+        pass
+    found = shutil.which("zig")
+    if found:
+        return Path(found)
+    raise EdgepackError("--compiler zig needs zig: pip install ziglang (or put zig on PATH)",
+                        ExitCode.BAD_INPUT)
+
+
+def resolve_compiler(target: Target, compiler: str | None) -> str:
+    if target.is_android:
+        if compiler not in (None, "ndk"):
+            raise EdgepackError(f"{target.name} is built with the Android NDK's clang; "
+                                "--compiler applies to the Linux targets", ExitCode.BAD_INPUT)
+        return "ndk"
+    if compiler is None:
+        return "gcc"
+    if compiler not in COMPILERS:
+        raise EdgepackError(f"unknown --compiler {compiler!r}: choose {' or '.join(COMPILERS)}",
+                            ExitCode.BAD_INPUT)
+    return compiler
+
+
 def _minor(version: str) -> int:
     try:
         return int(version.split(".")[1])
@@ -97,8 +141,10 @@ def plan_build(
     android_platform: str = DEFAULT_ANDROID_PLATFORM,
     root: Path | None = None,
     log: Log = _quiet,
+    compiler: str | None = None,
 ) -> BuildPlan:
     target = get_target(target_name)
+    compiler = resolve_compiler(target, compiler)
     root = root or cache.cache_root()
     source_dir = cache.runner_sources()
     if not (source_dir / "CMakeLists.txt").is_file():
@@ -106,7 +152,8 @@ def plan_build(
                             "from a wheel or a checkout, or set EDGEPACK_RUNNER_SRC to a "
                             "device_scripts/runner directory", ExitCode.BAD_INPUT)
     ndk_path = resolve_ndk(ndk) if target.is_android else None
-    missing = [tool for tool in compilers_needed(target) if shutil.which(tool) is None]
+    zig = find_zig() if compiler == "zig" else None
+    missing = [tool for tool in compilers_needed(target, compiler) if shutil.which(tool) is None]
     if missing:
         raise EdgepackError(
             f"building {target.name} needs {', '.join(missing)} on PATH "
@@ -148,15 +195,17 @@ def plan_build(
     invocation = cmake_invocation(
         target,
         source_dir=source_dir,
-        build_dir=work_dir / "cmake",
+        build_dir=build_tree(work_dir, compiler),
         include_dir=headers.include_dir,
         library=work_dir / "lib" / link_name,
         ndk=ndk_path,
         android_platform=android_platform,
         jobs=os.cpu_count() or 1,
+        zig_cc=work_dir / "zig-cc" if zig else None,
     )
     return BuildPlan(target, version, library, origin, headers, work_dir,
-                     cache.runner_dir(target.name, version, root), invocation, source_dir)
+                     cache.runner_dir(target.name, version, root), invocation, source_dir,
+                     compiler, zig)
 
 
 def _run(cmd: list[str], what: str) -> None:
@@ -210,6 +259,7 @@ def assemble(plan: BuildPlan, binary: Path, staging: Path) -> cache.RunnerBuild:
         source_sha256=cache.sources_sha256(),
         built_at=datetime.now(UTC).isoformat(timespec="seconds"),
         commands=[plan.invocation.configure, plan.invocation.build],
+        compiler=plan.compiler,
         requires_glibc=None if plan.target.is_android else glibc_needed(
             [staging / n for n in names]),
     )
@@ -262,6 +312,11 @@ def execute(plan: BuildPlan, log: Log = _quiet, *, force: bool = False) -> cache
     with cache.cache_lock(f"build-{plan.target.name}", root):
         prepare_build_tree(plan, force)
         stage_library(plan)
+        if plan.zig is not None:
+            from edgepack.fileio import atomic_write_text
+
+            atomic_write_text(plan.zig_cc, zig_wrapper(plan.zig, plan.target, root / "zig"))
+            os.chmod(plan.zig_cc, 0o755)
         log(f"building edgepack-runner for {plan.target.name} against onnxruntime "
             f"{plan.ort_version} (headers {plan.headers.ort_version})")
         _run(plan.invocation.configure, "cmake configure")
@@ -301,17 +356,22 @@ def build_runner(
     force: bool = False,
     root: Path | None = None,
     log: Log = _quiet,
+    compiler: str | None = None,
 ) -> cache.RunnerBuild:
-    """Build (or reuse, unless `force`) the runner for a target; returns the cached build."""
+    """Build (or reuse, unless `force`) the runner for a target; returns the cached build.
+    Without `compiler` any built runner is reused, and a new one is built with gcc."""
+    target = get_target(target_name)
+    resolve_compiler(target, compiler)
     if not force:
-        existing = _reusable(get_target(target_name), ort_aar, root)
-        if existing is not None:
+        existing = _reusable(target, ort_aar, root)
+        if existing is not None and compiler in (None, existing.compiler):
             return existing
     plan = plan_build(target_name, ort_aar=ort_aar, ndk=ndk, android_platform=android_platform,
-                      root=root, log=log)
+                      root=root, log=log, compiler=compiler)
     if not force:
         existing = cache.find_runner(plan.target.name, plan.ort_version, root)
-        if existing is not None and existing.headers_version == plan.headers.ort_version:
+        if (existing is not None and existing.headers_version == plan.headers.ort_version
+                and compiler in (None, existing.compiler)):
             return existing
     return execute(plan, log, force=force)
 

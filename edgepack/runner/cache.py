@@ -93,6 +93,7 @@ class RunnerBuild:
     built_at: str
     commands: list[list[str]] = field(default_factory=list)  # what built it
     requires_glibc: str | None = None  # Linux targets: the newest glibc symbol version used
+    compiler: str | None = None  # "gcc", "zig" or "ndk"; None in builds that predate it
 
     @property
     def id(self) -> str:
@@ -139,6 +140,7 @@ class RunnerBuild:
             ],
             "commands": self.commands,
             "requires_glibc": self.requires_glibc,
+            "compiler": self.compiler,
         }
 
     @classmethod
@@ -159,6 +161,7 @@ class RunnerBuild:
             built_at=str(doc["built_at"]),
             commands=[list(map(str, c)) for c in doc.get("commands", [])],
             requires_glibc=doc.get("requires_glibc"),
+            compiler=doc.get("compiler"),
         )
 
 

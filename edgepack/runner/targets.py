@@ -15,6 +15,11 @@ from edgepack.errors import EdgepackError, ExitCode
 RUNNER_BINARY = "edgepack-runner"
 RUNNER_VERSION = "0.1.0"  # keep equal to EDGEPACK_RUNNER_VERSION in device_scripts/runner
 DEFAULT_ANDROID_PLATFORM = "android-24"  # Android 7.0: DT_RUNPATH with $ORIGIN works from here
+# The C compilers a Linux runner can be built with. gcc links against this machine's glibc, so
+# Debian's cross gcc makes an aarch64 runner that needs glibc 2.34; zig's C compiler carries
+# stubs of every glibc and links against the oldest onnxruntime itself supports.
+COMPILERS = ("gcc", "zig")
+ZIG_GLIBC = "2.28"  # onnxruntime's Linux wheels are manylinux_2_28
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,8 @@ TARGETS: dict[str, Target] = {
         Target("android-x86_64", "android", "x86_64", "x86_64", "libonnxruntime.so", "aar",
                "Android x86_64 emulators"),
         Target("linux-aarch64", "linux", "aarch64", None, "libonnxruntime.so.1", "wheel-aarch64",
-               "Linux aarch64 boards (Jetson, Raspberry Pi, Rockchip), glibc >= 2.34"),
+               "Linux aarch64 boards (Jetson, Raspberry Pi, Rockchip); glibc >= 2.34 built with "
+               "gcc, >= 2.28 with --compiler zig"),
     )
 }
 
@@ -108,11 +114,14 @@ def cmake_invocation(
     android_platform: str = DEFAULT_ANDROID_PLATFORM,
     cmake: str = "cmake",
     jobs: int | None = None,
+    zig_cc: Path | None = None,
 ) -> CMakeInvocation:
     """The cmake commands that build the runner for `target`.
 
     `library` is the onnxruntime shared library to link; the runner records its soname, so the
     same file (renamed to `target.library_name`) must sit beside the runner on the device.
+    `zig_cc`, for Linux targets, is a compiler wrapper running `zig cc -target
+    <machine>-linux-gnu.<ZIG_GLIBC>` (see zig_wrapper), used instead of gcc.
     """
     configure = [
         cmake, "-S", str(source_dir), "-B", str(build_dir),
@@ -136,6 +145,10 @@ def cmake_invocation(
             # carries its own) has to be pushed.
             "-DANDROID_STL=none",
         ]
+    elif zig_cc is not None:
+        configure.append(f"-DCMAKE_C_COMPILER={zig_cc}")
+        if target.name != "host":
+            configure += ["-DCMAKE_SYSTEM_NAME=Linux", f"-DCMAKE_SYSTEM_PROCESSOR={target.machine}"]
     elif target.name == "linux-aarch64":
         configure.append(
             f"-DCMAKE_TOOLCHAIN_FILE={Path(source_dir) / 'cmake' / 'aarch64-linux-gnu.cmake'}"
@@ -148,10 +161,29 @@ def cmake_invocation(
     return CMakeInvocation(configure, build)
 
 
-def compilers_needed(target: Target) -> list[str]:
-    """Programs that must be on PATH to build `target` (the NDK brings its own)."""
-    if target.is_android:
+def compilers_needed(target: Target, compiler: str = "gcc") -> list[str]:
+    """Programs that must be on PATH to build `target` (the NDK and zig are found apart)."""
+    if target.is_android or compiler == "zig":
         return ["cmake"]
     if target.name == "linux-aarch64":
         return ["cmake", "aarch64-linux-gnu-gcc"]
     return ["cmake", "gcc"]
+
+
+def zig_target(target: Target) -> str:
+    """zig's name for a Linux target with the glibc to link against."""
+    return f"{target.machine}-linux-gnu.{ZIG_GLIBC}"
+
+
+def zig_wrapper(zig: Path, target: Target, zig_cache: Path) -> str:
+    """A one-line compiler for cmake, which takes a compiler as one program: `zig cc` for the
+    target, with zig's own cache kept beside edgepack's."""
+    return (
+        "#!/bin/sh\n"
+        "# written by edgepack runner build: zig's C compiler for "
+        f"{target.name}, linking against glibc {ZIG_GLIBC}\n"
+        f"ZIG_GLOBAL_CACHE_DIR={shlex.quote(str(zig_cache))}; "
+        f"ZIG_LOCAL_CACHE_DIR={shlex.quote(str(zig_cache))}\n"
+        "export ZIG_GLOBAL_CACHE_DIR ZIG_LOCAL_CACHE_DIR\n"
+        f"exec {shlex.quote(str(zig))} cc -target {zig_target(target)} \"$@\"\n"
+    )

@@ -270,6 +270,49 @@ def test_no_runner_for_the_abi(bundles, virtual_devices):
     assert_device_error(deploy(bundles["iris_forest"], board.serial), "no runner target")
 
 
+def test_a_linux_board_is_told_by_uname_and_getconf(bundles, host_runner, virtual_devices):
+    """A board running adbd has no Android properties: the runner comes from uname -m, the
+    model from the device tree (or the host name), and its glibc is read with getconf."""
+    import platform
+    import subprocess
+
+    board = virtual_devices.start(linux_board=True)
+    (info,) = [d for d in run_cli("devices", "--json").json() if d["serial"] == board.serial]
+    host_glibc = subprocess.run(["getconf", "GNU_LIBC_VERSION"], capture_output=True,
+                                text=True).stdout.split()[-1]
+    assert info["kind"] == "linux" and info["sdk"] is None and info["machine"] == "x86_64"
+    assert info["abis"] == [platform.machine()] and info["runner_target"] == "host"
+    assert info["glibc"] == host_glibc and info["model"]
+    r = deploy(bundles["iris_forest"], board.serial)
+    assert r.code == 0, r.stderr
+    assert r.json()["device"]["kind"] == "linux"
+
+
+def _minor_below(version: str) -> str:
+    major, minor = (int(x) for x in version.split("."))
+    return f"{major}.{minor - 1}"
+
+
+def test_a_board_with_an_older_glibc_is_told_before_any_push(bundles, host_runner,
+                                                              virtual_devices):
+    from edgepack.runner.targets import ZIG_GLIBC
+
+    needed = host_runner.requires_glibc
+    old = virtual_devices.start(linux_board=True, glibc="2.17")
+    r = deploy(bundles["iris_forest"], old.serial)
+    assert_device_error(r, "has glibc 2.17", f"needs {needed} or newer",
+                        f"onnxruntime's own Linux library needs glibc {ZIG_GLIBC}")
+    assert not (old.root / DEVICE_ROOT / "bin").exists()  # nothing was pushed
+    if tuple(map(int, needed.split("."))) > tuple(map(int, ZIG_GLIBC.split("."))):
+        older = virtual_devices.start(linux_board=True, glibc=_minor_below(needed))
+        assert_device_error(deploy(bundles["iris_forest"], older.serial),
+                            f"has glibc {_minor_below(needed)}",
+                            "edgepack runner build --target host --compiler zig")
+    # The same check never applies to Android, whose C library is bionic.
+    phone = virtual_devices.start(glibc="2.17")
+    assert deploy(bundles["iris_forest"], phone.serial).code == 0
+
+
 def test_runner_target_override(bundles, host_runner, virtual_devices):
     phone = virtual_devices.start(abi="arm64-v8a", props={"ro.edgepack.runner_target": ""})
     r = deploy(bundles["iris_forest"], phone.serial, "--runner-target", "host")

@@ -78,6 +78,55 @@ def test_linux_cmake_invocations(tmp_path):
     assert f"-DCMAKE_TOOLCHAIN_FILE={toolchain}" in arm.configure and toolchain.is_file()
 
 
+def test_zig_invocations_and_wrapper(tmp_path):
+    from edgepack.runner.targets import ZIG_GLIBC, zig_wrapper
+
+    wrapper = tmp_path / "zig cc"
+    arm = cmake_invocation(get_target("linux-aarch64"), source_dir=RUNNER_SRC, build_dir=tmp_path,
+                           include_dir=tmp_path, library=tmp_path / "l.so", zig_cc=wrapper)
+    assert f"-DCMAKE_C_COMPILER={wrapper}" in arm.configure
+    assert {"-DCMAKE_SYSTEM_NAME=Linux", "-DCMAKE_SYSTEM_PROCESSOR=aarch64"} <= set(arm.configure)
+    assert not any("TOOLCHAIN" in a for a in arm.configure)
+    host = cmake_invocation(get_target("host"), source_dir=RUNNER_SRC, build_dir=tmp_path,
+                            include_dir=tmp_path, library=tmp_path / "l.so", zig_cc=wrapper)
+    assert not any("SYSTEM_NAME" in a for a in host.configure)
+    # The wrapper is a real sh script: run it with a stand-in zig that prints its arguments.
+    fake_zig = tmp_path / "bin dir" / "zig"
+    fake_zig.parent.mkdir()
+    fake_zig.write_text('#!/bin/sh\necho "$ZIG_GLOBAL_CACHE_DIR|$*"\n')
+    fake_zig.chmod(0o755)
+    wrapper.write_text(zig_wrapper(fake_zig, get_target("linux-aarch64"), tmp_path / "z c"))
+    wrapper.chmod(0o755)
+    out = subprocess.run([str(wrapper), "-c", "a b.c"], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == f"{tmp_path / 'z c'}|cc -target aarch64-linux-gnu.{ZIG_GLIBC} -c a b.c"
+
+
+def test_compiler_choice(monkeypatch):
+    assert build_mod.resolve_compiler(get_target("linux-aarch64"), None) == "gcc"
+    assert build_mod.resolve_compiler(get_target("host"), "zig") == "zig"
+    assert build_mod.resolve_compiler(get_target("android-arm64-v8a"), None) == "ndk"
+    for target, compiler in (("android-arm64-v8a", "zig"), ("host", "clang")):
+        with pytest.raises(EdgepackError) as info:
+            build_mod.resolve_compiler(get_target(target), compiler)
+        assert info.value.exit_code == ExitCode.BAD_INPUT
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ziglang(name, *args, **kwargs):
+        if name == "ziglang":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ziglang)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(EdgepackError) as info:
+        build_mod.find_zig()
+    assert info.value.exit_code == ExitCode.BAD_INPUT
+    assert "pip install ziglang" in info.value.message
+
+
 def test_android_without_ndk_is_bad_input(monkeypatch, tmp_path):
     for var in ("ANDROID_NDK_HOME", "ANDROID_NDK_ROOT", "ANDROID_NDK"):
         monkeypatch.delenv(var, raising=False)
@@ -129,7 +178,8 @@ def _fake_plan(tmp_path: Path, target_name: str, fake_ndk: Path) -> build_mod.Bu
                            ndk=fake_ndk)
     return build_mod.BuildPlan(target, "1.29.0", work / "lib" / target.library_name, "test",
                                headers, work, tmp_path / "root" / "runners" / target.name /
-                               "1.29.0", inv, RUNNER_SRC)
+                               "1.29.0", inv, RUNNER_SRC,
+                               "ndk" if target.is_android else "gcc")
 
 
 @pytest.mark.parametrize("target_name", ["android-arm64-v8a", "android-armeabi-v7a",

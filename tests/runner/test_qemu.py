@@ -15,25 +15,46 @@ from tests.conftest import onnx_test_data, unavailable
 from tests.runner.conftest import mlp_model, ort_run, save_model, write_set
 
 
-@pytest.fixture(scope="module")
-def aarch64_runner():
+@pytest.fixture(scope="module", params=["gcc", "zig"])
+def aarch64_runner(request, tmp_path_factory):
+    """Built with Debian's cross gcc (into the usual cache), and with zig against glibc 2.28
+    (into a cache of its own, as one cache holds one runner per target: the downloads and
+    zig's own cache are shared)."""
     from edgepack.runner import qemu
-    from edgepack.runner.build import build_runner
+    from edgepack.runner.build import build_runner, find_zig
+    from edgepack.runner.cache import cache_root
 
-    reason = ("aarch64-linux-gnu-gcc is not installed (apt-get install gcc-aarch64-linux-gnu)"
-              if shutil.which("aarch64-linux-gnu-gcc") is None else qemu.unavailable_reason())
+    compiler = request.param
+    reason = qemu.unavailable_reason()
+    if compiler == "gcc" and shutil.which("aarch64-linux-gnu-gcc") is None:
+        reason = "aarch64-linux-gnu-gcc is not installed (apt-get install gcc-aarch64-linux-gnu)"
+    if compiler == "zig":
+        try:
+            find_zig()
+        except Exception as exc:  # noqa: BLE001 - the message says what to install
+            reason = str(exc)
     if reason:
         unavailable(reason)
-    return build_runner("linux-aarch64")
+    if compiler == "gcc":
+        return build_runner("linux-aarch64", compiler="gcc")
+    root = tmp_path_factory.mktemp("zig-cache")
+    for shared in ("downloads", "zig"):
+        (cache_root() / shared).mkdir(parents=True, exist_ok=True)
+        (root / shared).symlink_to(cache_root() / shared)
+    return build_runner("linux-aarch64", compiler="zig", root=root)
 
 
 def test_aarch64_runner_is_an_arm_binary_with_its_library(aarch64_runner):
     from edgepack.runner.fetch import elf_machine
+    from edgepack.runner.targets import ZIG_GLIBC
 
     assert aarch64_runner.push_files == ["edgepack-runner", "libonnxruntime.so.1"]
     for name in aarch64_runner.push_files:
         assert elf_machine(aarch64_runner.directory / name) == "aarch64"
     assert aarch64_runner.requires_glibc is not None
+    if aarch64_runner.compiler == "zig":
+        # As old a glibc as onnxruntime's own library asks for (Jetson's Ubuntu 20.04 has 2.31).
+        assert aarch64_runner.requires_glibc == ZIG_GLIBC
 
 
 def test_version_under_qemu(aarch64_runner):

@@ -60,6 +60,10 @@ class DeviceConfig:
     vanish_after: float | None = None  # seconds after start
     map_output: bool = True  # host names of the root in command output become `/`
     prefixes: tuple[str, ...] = DEVICE_PREFIXES
+    # A Linux board running adbd rather than a phone: no getprop, setprop or dumpsys, so tools
+    # see uname -m and getconf; `glibc` makes getconf report an older C library than the host's.
+    linux_board: bool = False
+    glibc: str | None = None
 
 
 class VirtualDevice:
@@ -92,7 +96,9 @@ class VirtualDevice:
             self.fs = DeviceFS(root, host_aliases=(self.link,))
             self.fs.prepare()
             self.toolbox = Toolbox(self.state_dir, self.fs.root)
-            self.toolbox.install()
+            if config.glibc is not None and not re.fullmatch(r"\d+\.\d+", config.glibc):
+                raise ValueError(f"glibc {config.glibc!r}: expected a version such as 2.31")
+            self.toolbox.install(android=not config.linux_board, glibc=config.glibc)
             self.mapper = CommandMapper(self.link, config.prefixes)
             self._listen()
             serial = config.serial or f"virtual-{self._port}"

@@ -2,8 +2,10 @@
 
 getprop and setprop read and write the property file (props.py); dumpsys prints the battery and
 thermal state files the device keeps current; df answers from the quota when one is set, and is
-the host's df otherwise. Everything else (sha256sum, timeout, mkdir, mv, rm, cat, uname...) is
-the host's own program: the virtual device runs this machine's binaries.
+the host's df otherwise. A device standing in for a Linux board gets none of Android's commands,
+and getconf may report an older glibc than the host's. Everything else (sha256sum, timeout,
+mkdir, mv, rm, cat, uname...) is the host's own program: the virtual device runs this machine's
+binaries.
 """
 
 from __future__ import annotations
@@ -88,6 +90,16 @@ printf '%s %d %d %d %d%% %s\\n' /dev/block/vdquota $((quota / 1024)) $((used / 1
 """
 
 
+_GETCONF = """\
+#!/bin/sh
+# getconf of the edgepack virtual device: the C library version it was told to report.
+if [ "$#" -eq 1 ] && [ "$1" = GNU_LIBC_VERSION ]; then echo "glibc {glibc}"; exit 0; fi
+exec {real_getconf} "$@"
+"""
+
+ANDROID_TOOLS = ("getprop", "setprop", "dumpsys")
+
+
 class Toolbox:
     """The state directory's bin/ and the files its scripts read."""
 
@@ -100,7 +112,7 @@ class Toolbox:
         self._root = root
         self._quota: int | None | bool = False  # False: not written yet
 
-    def install(self) -> None:
+    def install(self, android: bool = True, glibc: str | None = None) -> None:
         self.bin_dir.mkdir(parents=True, exist_ok=True)
         self.dumpsys_dir.mkdir(exist_ok=True)
         q = shlex.quote
@@ -112,6 +124,12 @@ class Toolbox:
             "df": _DF.format(quota=q(str(self.quota_file)), real_df=q(real_df),
                              root=q(self._root)),
         }
+        if not android:
+            for name in ANDROID_TOOLS:
+                del scripts[name]
+        if glibc is not None:
+            scripts["getconf"] = _GETCONF.format(
+                glibc=glibc, real_getconf=q(shutil.which("getconf") or "/usr/bin/getconf"))
         for name, text in scripts.items():
             path = self.bin_dir / name
             path.write_text(text, "utf-8")
