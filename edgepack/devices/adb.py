@@ -303,12 +303,13 @@ class AdbDevice:
         # service), the machine, the C library (a runner built against a newer glibc than a
         # board's will not start), free space where edgepack writes, and a board's model.
         sections = ("props", "machine", "glibc", "df", "model")
+        board = "command -v getprop >/dev/null ||"  # what only a Linux board is asked
         script = {
             "props": "getprop",
             "machine": "uname -m",
-            "glibc": "getconf GNU_LIBC_VERSION",
+            "glibc": f"{board} getconf GNU_LIBC_VERSION",
             "df": f"df -k {shlex.quote(DEVICE_ROOT_PARENT)} | tail -n 1",
-            "model": "tr -d '\\000' < /proc/device-tree/model || hostname",
+            "model": f"{board} tr -d '\\000' < /proc/device-tree/model || hostname",
         }
         out = self.shell("; ".join(f"echo ::edgepack-{name}::; {{ {script[name]}; }} 2>/dev/null"
                                    for name in sections), timeout=30).stdout
