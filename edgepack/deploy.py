@@ -24,6 +24,7 @@ from edgepack.stats import LatencyStats, latency_stats
 if TYPE_CHECKING:
     from edgepack.devices.adb import AdbDevice
     from edgepack.devices.base import ShellResult
+    from edgepack.devices.staging import DirSync
     from edgepack.runner.cache import RunnerBuild
 
 ENGINES = ("auto", "native", "python")
@@ -245,6 +246,7 @@ def deploy(
 
     from edgepack.devices.adb import DEVICE_ROOT
     from edgepack.devices.lock import device_lock
+    from edgepack.devices.staging import survey_command
 
     options = options or DeployOptions()
     listener = listener or DeployListener()
@@ -258,13 +260,16 @@ def deploy(
     paths = remote_paths(bundle.name, runner.id, run_id)
     lease = config.timeout_s * len(bundle.manifest.test_sets) + 600
     notes: list[str] = []
-    with device_lock(device, DEVICE_ROOT, lease, options.break_lock) as lock:
+    dirs = _staged_dirs(bundle, runner, paths)
+    # The lock is taken in the same round trip as the survey of what the device holds.
+    with device_lock(device, DEVICE_ROOT, lease, options.break_lock,
+                     then=survey_command(dirs)) as lock:
         if options.keep:
             notes.append(f"kept the run's files on the device in {paths[2]}")
         else:
             lock.on_release(f"rm -rf {shlex.quote(paths[2])}")
         listener.stage(f"{device.serial}: pushing the {runner.target} runner and {bundle.name}")
-        transfer = _stage(device, bundle, runner, paths, listener)
+        transfer = _stage(device, dirs, lock.then_output, listener)
         sets, run_s, pull_s = _run_sets(device, bundle, config, paths, options, listener)
     return DeployResult(
         bundle_name=bundle.name,
@@ -327,10 +332,10 @@ def check_glibc(serial: str, info: DeviceInfo, runner: RunnerBuild) -> None:
         )
 
 
-def _stage(device: AdbDevice, bundle: Bundle, runner: RunnerBuild,
-           paths: tuple[str, str, str], listener: DeployListener) -> Transfer:
-    from edgepack.devices.adb import DEVICE_ROOT
-    from edgepack.devices.staging import DirSync, LocalFile, sync_dirs
+def _staged_dirs(bundle: Bundle, runner: RunnerBuild, paths: tuple[str, str, str]
+                 ) -> list[DirSync]:
+    """What the device must hold: the runner's directory and the bundle's."""
+    from edgepack.devices.staging import DirSync, LocalFile
 
     bin_dir, bundle_dir, _ = paths
     runner_files = [
@@ -342,20 +347,25 @@ def _stage(device: AdbDevice, bundle: Bundle, runner: RunnerBuild,
     bundle_files = [
         LocalFile(f.path, bundle.path / f.path, f.sha256, f.size) for f in bundle.manifest.files
     ] + [LocalFile(MANIFEST, manifest_path, bundle.sha256, manifest_path.stat().st_size)]
+    return [DirSync(runner_files, bin_dir, f"runner {runner.target}"),
+            DirSync(bundle_files, bundle_dir, f"bundle {bundle.name}")]
+
+
+def _stage(device: AdbDevice, dirs: list[DirSync], surveyed: str | None,
+           listener: DeployListener) -> Transfer:
+    from edgepack.devices.adb import DEVICE_ROOT
+    from edgepack.devices.staging import sync_dirs
 
     def free() -> int | None:
         return device.free_bytes(DEVICE_ROOT)
 
-    r, b = sync_dirs(device, [
-        DirSync(runner_files, bin_dir, f"runner {runner.target}"),
-        DirSync(bundle_files, bundle_dir, f"bundle {bundle.name}"),
-    ], listener.transfer(), free)
+    stats = sync_dirs(device, dirs, listener.transfer(), free, surveyed)
     return Transfer(
-        files_pushed=r.files_pushed + b.files_pushed,
-        bytes_pushed=r.bytes_pushed + b.bytes_pushed,
-        files_skipped=r.files_skipped + b.files_skipped,
-        bytes_skipped=r.bytes_skipped + b.bytes_skipped,
-        push_s=r.seconds + b.seconds,
+        files_pushed=sum(s.files_pushed for s in stats),
+        bytes_pushed=sum(s.bytes_pushed for s in stats),
+        files_skipped=sum(s.files_skipped for s in stats),
+        bytes_skipped=sum(s.bytes_skipped for s in stats),
+        push_s=sum(s.seconds for s in stats),
     )
 
 

@@ -55,11 +55,13 @@ def lock_path(root: str) -> str:
 
 
 class HeldLock:
-    """The lock while it is held. Commands given to `on_release` run in the same device shell as
-    the release, before it, still under the lock: a redeploy pays one round trip for its
-    cleanup and the unlock together."""
+    """The lock while it is held. `then_output` is what the `then` command given to device_lock
+    printed, run in the shell that took the lock, once it was taken; commands given to
+    `on_release` run in the shell that releases it, before the release. So the first and the
+    last command of a locked section cost no round trip of their own."""
 
-    def __init__(self) -> None:
+    def __init__(self, then_output: str | None = None) -> None:
+        self.then_output = then_output
         self._release_commands: list[str] = []
 
     def on_release(self, command: str) -> None:
@@ -67,13 +69,13 @@ class HeldLock:
 
 
 @contextlib.contextmanager
-def device_lock(device: Device, root: str, lease_s: float, break_lock: bool = False
-                ) -> Iterator[HeldLock]:
+def device_lock(device: Device, root: str, lease_s: float, break_lock: bool = False,
+                then: str | None = None) -> Iterator[HeldLock]:
     path = lock_path(root)
     token = secrets.token_hex(8)
-    holder = _take(device, root, path, token, lease_s, None)
+    holder, then_output = _take(device, root, path, token, lease_s, None, then)
     if holder is not None and (break_lock or holder.is_dead_here()):
-        holder = _take(device, root, path, token, lease_s, holder.token)
+        holder, then_output = _take(device, root, path, token, lease_s, holder.token, then)
     if holder is not None:
         raise EdgepackError(
             f"{device.serial} is locked by another deploy ({holder.describe()}); wait for it to "
@@ -81,7 +83,7 @@ def device_lock(device: Device, root: str, lease_s: float, break_lock: bool = Fa
             ExitCode.DEVICE,
         )
     _held.add(token)
-    held = HeldLock()
+    held = HeldLock(then_output)
     try:
         yield held
     finally:
@@ -94,10 +96,14 @@ def device_lock(device: Device, root: str, lease_s: float, break_lock: bool = Fa
             device.shell("".join(f"{c}; " for c in held._release_commands) + release, 60)
 
 
+_THEN_MARK = "::edgepack-then::"
+
+
 def _take(device: Device, root: str, path: str, token: str, lease_s: float,
-          replace_token: str | None) -> Holder | None:
-    """Take the lock; None when taken, else who holds it. `replace_token` takes over the lock
-    of that holder (and only that one: if someone else took it meanwhile, theirs stays)."""
+          replace_token: str | None, then: str | None) -> tuple[Holder | None, str | None]:
+    """Take the lock: (None, what `then` printed) when taken, else (who holds it, None).
+    `replace_token` takes over the lock of that holder (and only that one: if someone else took
+    it meanwhile, theirs stays)."""
     qp = shlex.quote(path)
     owner = f"{token} {socket.gethostname()} {os.getpid()}"
     replace = shlex.quote(replace_token or "-")
@@ -112,14 +118,18 @@ def _take(device: Device, root: str, path: str, token: str, lease_s: float,
         f"echo {shlex.quote(owner)} > {qp}/owner && echo \"$now\" > {qp}/since && "
         f"echo $((now + {int(lease_s)})) > {qp}/until && echo acquired"
     )
-    result = device.shell(command, 60)
-    lines = result.stdout.strip().splitlines()
+    if then is not None:
+        # Whatever `then` does, the lock is taken: its status must not read as a failed take.
+        command += f" && echo {_THEN_MARK} && {{ {then}\n}}; [ -d {qp} ]"
+    result = device.shell(command, 60 if then is None else 180)
+    taken_text, marked, then_output = result.stdout.partition(_THEN_MARK + "\n")
+    lines = taken_text.strip().splitlines()
     if result.exit_code != 0 or not lines or lines[0] not in ("held", "acquired"):
         detail = (result.stderr or result.stdout).strip() or f"exit code {result.exit_code}"
         raise EdgepackError(f"{device.serial}: could not take the device lock in {root}: "
                             f"{detail}", ExitCode.DEVICE)
     if lines[0] == "acquired":
-        return None
+        return None, then_output if marked else None
     owner_fields = (lines[1] if len(lines) > 1 else "").split()
     since = lines[2] if len(lines) > 2 else ""
     now = lines[3] if len(lines) > 3 else ""
@@ -129,4 +139,4 @@ def _take(device: Device, root: str, path: str, token: str, lease_s: float,
         host=" ".join(owner_fields[1:-1]) if len(owner_fields) >= 3 else "unknown",
         pid=int(pid) if pid.isdigit() else None,
         held_s=int(now) - int(since) if since.isdigit() and now.isdigit() else None,
-    )
+    ), None

@@ -73,16 +73,26 @@ class DirSync:
     label: str  # for progress bars and messages
 
 
+def survey_command(dirs: list[DirSync]) -> str:
+    """The shell command that reads every directory's state; its output goes to sync_dirs. A
+    caller may run it in a round trip of its own making (deploy does, with the lock's)."""
+    return _survey_command([(d.remote_dir, [f.rel for f in d.files]) for d in dirs])
+
+
 def sync_dirs(
     device: StagingDevice,
     dirs: list[DirSync],
     progress: TransferProgress | None = None,
     free_bytes: Callable[[], int | None] | None = None,
+    surveyed: str | None = None,
 ) -> list[SyncStats]:
     """sync_dir for several directories, their state read in one round trip (a redeploy that
-    pushes nothing costs that one command)."""
+    pushes nothing costs that one command), or taken from `surveyed`, the output of
+    survey_command(dirs) run by the caller."""
     t0 = time.perf_counter()
-    surveys = _survey(device, [(d.remote_dir, [f.rel for f in d.files]) for d in dirs])
+    if surveyed is None:
+        surveyed = device.shell(survey_command(dirs), 120).stdout
+    surveys = _parse_survey(surveyed, len(dirs))
     share = (time.perf_counter() - t0) / max(len(dirs), 1)
     return [sync_dir(device, d.files, d.remote_dir, d.label, progress, free_bytes, survey, share)
             for d, survey in zip(dirs, surveys, strict=True)]
@@ -228,20 +238,29 @@ def _run(device: StagingDevice, command: str, what: str, timeout: float = 300) -
     return result.stdout
 
 
+_DIR_MARK, _STAT_MARK = "::edgepack-dir::", "::edgepack-stat::"
+
+
 def _survey(device: StagingDevice, dirs: list[tuple[str, list[str]]]
             ) -> list[tuple[dict[str, tuple[str, int, str]], dict[str, tuple[int, str]]]]:
     """Each directory's device-side record and its files' size and mtime, in one round trip."""
-    dir_mark, stat_mark = "::edgepack-dir::", "::edgepack-stat::"
-    parts = []
-    for remote_dir, rels in dirs:
-        parts.append(f"echo {dir_mark}; cat {q(posixpath.join(remote_dir, MANIFEST))} "
-                     f"2>/dev/null; echo {stat_mark}; ( {_stat_command(remote_dir, rels)} )")
-    out = device.shell("; ".join(parts), 120).stdout
-    sections = out.split(dir_mark + "\n")[1:]
+    return _parse_survey(device.shell(_survey_command(dirs), 120).stdout, len(dirs))
+
+
+def _survey_command(dirs: list[tuple[str, list[str]]]) -> str:
+    return "; ".join(
+        f"echo {_DIR_MARK}; cat {q(posixpath.join(remote_dir, MANIFEST))} 2>/dev/null; "
+        f"echo {_STAT_MARK}; ( {_stat_command(remote_dir, rels)} )"
+        for remote_dir, rels in dirs)
+
+
+def _parse_survey(out: str, count: int
+                  ) -> list[tuple[dict[str, tuple[str, int, str]], dict[str, tuple[int, str]]]]:
+    sections = out.split(_DIR_MARK + "\n")[1:]
     result = []
-    for k in range(len(dirs)):
+    for k in range(count):
         text = sections[k] if k < len(sections) else ""
-        record_text, _, stat_text = text.partition(stat_mark)
+        record_text, _, stat_text = text.partition(_STAT_MARK)
         result.append((_parse_records(record_text), _parse_stat(stat_text)))
     return result
 
