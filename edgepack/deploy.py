@@ -6,6 +6,8 @@ lies, and the engine may be the native runner or onnxruntime's Python API.
 
 from __future__ import annotations
 
+import os
+import shlex
 import shutil
 import tempfile
 import time
@@ -16,16 +18,23 @@ from typing import TYPE_CHECKING
 
 from edgepack.bundle import MANIFEST, Bundle
 from edgepack.compare import OutputVerdict, compare_outputs, read_outputs
+
+# The device path's own modules (none of them imports adbutils): loaded with this module rather
+# than inside deploy(), whose wall time is the device's work.
+from edgepack.devices.adb import DEVICE_ROOT
 from edgepack.devices.base import DeviceInfo
+from edgepack.devices.lock import device_lock
+from edgepack.devices.staging import DirSync, LocalFile, survey_command, sync_dirs
 from edgepack.errors import EdgepackError, ExitCode
-from edgepack.runner.result import RunConfig, RunnerResult
+from edgepack.runner.cache import RunnerBuild, find_runner
+from edgepack.runner.local import device_command, run_local
+from edgepack.runner.result import RunConfig, RunnerResult, parse_runner_output
+from edgepack.runner.targets import ZIG_GLIBC, get_target
 from edgepack.stats import LatencyStats, latency_stats
 
 if TYPE_CHECKING:
     from edgepack.devices.adb import AdbDevice
     from edgepack.devices.base import ShellResult
-    from edgepack.devices.staging import DirSync
-    from edgepack.runner.cache import RunnerBuild
 
 ENGINES = ("auto", "native", "python")
 
@@ -94,7 +103,6 @@ def judge(bundle: Bundle, index: int, output_dir: Path) -> list[OutputVerdict]:
 
 
 def host_info() -> DeviceInfo:
-    import os
     import platform
 
     usage = shutil.disk_usage(tempfile.gettempdir())
@@ -139,7 +147,6 @@ def run_on_host(
     notes: list[str] = []
     runner = None
     if engine in ("auto", "native"):
-        from edgepack.runner.cache import find_runner
 
         runner = find_runner("host")
         if runner is None and engine == "native":
@@ -165,7 +172,6 @@ def run_on_host(
             cfg = set_config(config, test_set.index)
             t0 = time.perf_counter()
             if runner is not None:
-                from edgepack.runner.local import run_local
 
                 result = run_local(
                     runner, bundle.predict_path, bundle.set_dir(test_set.index), out_dir, cfg
@@ -223,7 +229,6 @@ def remote_paths(bundle_name: str, runner_id: str, run_id: str) -> tuple[str, st
     Bundles are kept by name, so a redeploy of a changed bundle finds the previous files and
     pushes only what changed; names are used as they are (quoted), apart from '/'.
     """
-    from edgepack.devices.adb import DEVICE_ROOT
 
     safe = bundle_name.replace("/", "_")
     if safe in ("", ".", ".."):
@@ -241,13 +246,6 @@ def deploy(
 ) -> DeployResult:
     """Push the runner and the bundle (incrementally), run every test set, pull, compare.
     The run's scratch directory on the device goes with the lock, unless options.keep."""
-    import os
-    import shlex
-
-    from edgepack.devices.adb import DEVICE_ROOT
-    from edgepack.devices.lock import device_lock
-    from edgepack.devices.staging import survey_command
-
     options = options or DeployOptions()
     listener = listener or DeployListener()
     started = datetime.now(UTC).isoformat(timespec="seconds")
@@ -290,8 +288,6 @@ def deploy(
 
 def _runner_for(serial: str, info: DeviceInfo, override: str | None) -> RunnerBuild:
     """The built runner this device runs, or a sentence saying how to get it."""
-    from edgepack.runner.cache import find_runner
-    from edgepack.runner.targets import get_target
 
     name = override or info.runner_target
     if name is None:
@@ -320,7 +316,6 @@ def check_glibc(serial: str, info: DeviceInfo, runner: RunnerBuild) -> None:
         return tuple(int(p) for p in version.split(".") if p.isdigit())
 
     if info.glibc and runner.requires_glibc and key(info.glibc) < key(runner.requires_glibc):
-        from edgepack.runner.targets import ZIG_GLIBC
 
         fix = (f"rebuild it for glibc {ZIG_GLIBC}: `edgepack runner build --target "
                f"{runner.target} --compiler zig`" if key(info.glibc) >= key(ZIG_GLIBC)
@@ -335,7 +330,6 @@ def check_glibc(serial: str, info: DeviceInfo, runner: RunnerBuild) -> None:
 def _staged_dirs(bundle: Bundle, runner: RunnerBuild, paths: tuple[str, str, str]
                  ) -> list[DirSync]:
     """What the device must hold: the runner's directory and the bundle's."""
-    from edgepack.devices.staging import DirSync, LocalFile
 
     bin_dir, bundle_dir, _ = paths
     runner_files = [
@@ -353,8 +347,6 @@ def _staged_dirs(bundle: Bundle, runner: RunnerBuild, paths: tuple[str, str, str
 
 def _stage(device: AdbDevice, dirs: list[DirSync], surveyed: str | None,
            listener: DeployListener) -> Transfer:
-    from edgepack.devices.adb import DEVICE_ROOT
-    from edgepack.devices.staging import sync_dirs
 
     def free() -> int | None:
         return device.free_bytes(DEVICE_ROOT)
@@ -379,10 +371,6 @@ def _run_sets(
 ) -> tuple[list[SetResult], float, float]:
     """Run the runner once per test set, pull its outputs and judge them; (sets, run seconds,
     pull seconds)."""
-    import shlex
-
-    from edgepack.runner.local import device_command
-
     bin_dir, bundle_dir, run_dir = paths
     sets: list[SetResult] = []
     run_s = pull_s = 0.0
@@ -425,7 +413,6 @@ def _run_sets(
 def _runner_result(
     serial: str, shell: ShellResult, elapsed: float, timeout_s: float
 ) -> RunnerResult:
-    from edgepack.runner.result import parse_runner_output
 
     code, stdout, stderr = shell.exit_code, shell.stdout, shell.stderr
     if code in (124, 137) and elapsed >= timeout_s - 1:
