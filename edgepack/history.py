@@ -14,7 +14,9 @@ each in its own transaction, and a file newer than this edgepack is refused rath
               serial/model/ABI/SDK (+ device_json), config_key and config_json, status (pass,
               fail, error) and error, engine, runner and onnxruntime versions, EP used, start and
               end, every iteration's latency (latencies_json), their statistics, session-create
-              and first-inference ms, peak RSS, device state before/after, warnings, profile
+              and first-inference ms, peak RSS, device state before/after, warnings, profile;
+              from version 2 also result_json, the whole DeployResult, from which a stored
+              session's reports are written again (`regress --from-history --report-dir`)
     verdicts  one per run x test set x output: pass/fail, reason and the comparison metrics
 
 Timestamps are UTC ISO-8601 strings of one format, so they sort and compare as text.
@@ -35,13 +37,22 @@ from pathlib import Path
 from typing import Any
 
 from edgepack import __version__
-from edgepack.bench import BenchListener, BenchPlan, BenchResult, BenchRun
+from edgepack.bench import (
+    BenchListener,
+    BenchParams,
+    BenchPlan,
+    BenchResult,
+    BenchRun,
+    BundleRef,
+)
 from edgepack.compare import Metrics
+from edgepack.deploy import DeployResult
+from edgepack.devices.base import DeviceInfo
 from edgepack.devices.state import CpuFreq, DeviceState
 from edgepack.errors import EdgepackError, ExitCode
 from edgepack.profile import OpTime
 from edgepack.runner.result import RunConfig
-from edgepack.serialize import to_jsonable
+from edgepack.serialize import from_jsonable, to_jsonable
 from edgepack.stats import LatencyStats, latency_stats
 
 ENV_DB = "EDGEPACK_DB"
@@ -108,7 +119,11 @@ CREATE INDEX sessions_by_label ON sessions (label, started_at);
 """
 
 # MIGRATIONS[i] takes a database from user_version i to i + 1. Append; never edit a shipped one.
-MIGRATIONS: list[str] = [_V1]
+_V2 = """
+ALTER TABLE runs ADD COLUMN result_json TEXT;
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2]
 
 
 def default_db_path() -> Path:
@@ -163,6 +178,13 @@ class HistoryRun:
     warnings: list[str] = field(default_factory=list)
     profile: list[OpTime] = field(default_factory=list)
     verdicts: list[StoredVerdict] = field(default_factory=list)
+    device: DeviceInfo | None = None
+    # The whole DeployResult as stored (schema 2 on); parsed on demand: listings never need it.
+    result_json: str | None = field(default=None, repr=False)
+
+    def deploy_result(self) -> DeployResult | None:
+        return None if self.result_json is None else from_jsonable(
+            DeployResult, json.loads(self.result_json))
 
     @property
     def device_model(self) -> str:
@@ -263,9 +285,9 @@ class HistoryStore:
                    started_at, finished_at, latencies_json, n, mean_ms, median_ms, std_ms,
                    min_ms, max_ms, p90_ms, p95_ms, p99_ms, cv, session_create_ms,
                    first_inference_ms, peak_rss_kb, state_before_json, state_after_json,
-                   warnings_json, profile_json)
+                   warnings_json, profile_json, result_json)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
-                           ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                           ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
                     session, run.bundle_sha256, run.bundle_name, run.serial,
                     device.model if device else None,
@@ -286,6 +308,7 @@ class HistoryStore:
                     _json(run.state_before) if run.state_before else None,
                     _json(run.state_after) if run.state_after else None,
                     json.dumps(run.warnings), _json(run.profile),
+                    _json(result) if result is not None else None,
                 ),
             )
             run_id = int(cursor.lastrowid or 0)
@@ -372,6 +395,54 @@ class HistoryStore:
         return [(r[0], r[1]) for r in self.conn.execute(
             "SELECT bundle_sha256, max(bundle_name) FROM runs WHERE substr(bundle_sha256, 1, ?) "
             "= lower(?) GROUP BY bundle_sha256", (len(prefix), prefix))]
+
+    def bench_result(self, runs: Sequence[HistoryRun]) -> BenchResult:
+        """Stored runs read back as the BenchResult of the bench that made them, for the
+        reports. What a report shows that the store does not keep (the outputs themselves, so
+        the image comparisons) is absent."""
+        if not runs:
+            raise EdgepackError("no stored runs to report on")
+        old = [r for r in runs if r.status != "error" and r.result_json is None]
+        if old:
+            raise EdgepackError(
+                f"session {old[0].session} was stored by an edgepack that kept no whole results "
+                "(history schema 1): its reports cannot be written again; bench anew")
+        sessions = list(dict.fromkeys(r.session for r in runs))
+        marks = ",".join("?" * len(sessions))
+        rows = {row["id"]: row for row in self.conn.execute(
+            f"SELECT * FROM sessions WHERE id IN ({marks})", sessions)}
+        first = json.loads(rows[sessions[0]]["params_json"])
+        known = {b.sha256: b for s in sessions
+                 for b in from_jsonable(list[BundleRef], json.loads(rows[s]["params_json"])
+                                        .get("bundles", []))}
+        shas = list(dict.fromkeys(r.bundle_sha256 for r in runs))
+        bench_runs = [BenchRun(
+            serial=r.serial, bundle_name=r.bundle_name, bundle_sha256=r.bundle_sha256,
+            config=r.config, config_key=r.config_key, repeat=r.repeat, status=r.status,
+            started_at=r.started_at, finished_at=r.finished_at, device=r.device,
+            result=r.deploy_result(), error=r.error, state_before=r.state_before,
+            state_after=r.state_after, warnings=r.warnings, profile=r.profile,
+        ) for r in runs]
+        started = min(r.started_at for r in runs)
+        finished = max(r.finished_at for r in runs)
+        if len(sessions) == 1:  # the bench's own times, when the runs are all of one bench
+            started = rows[sessions[0]]["started_at"] or started
+            finished = rows[sessions[0]]["finished_at"] or finished
+        return BenchResult(
+            session=sessions[0],
+            label=rows[sessions[0]]["label"],
+            params=from_jsonable(BenchParams, first["params"]),
+            bundles=[known.get(sha) or BundleRef(next(r.bundle_name for r in runs
+                                                      if r.bundle_sha256 == sha), sha, "")
+                     for sha in shas],
+            serials=list(dict.fromkeys(r.serial for r in runs)),
+            runs=bench_runs,
+            started_at=started,
+            finished_at=finished,
+            wall_s=(datetime.fromisoformat(finished)
+                    - datetime.fromisoformat(started)).total_seconds(),
+            interrupted=any(bool(rows[s]["interrupted"]) for s in sessions),
+        )
 
     def latest_session(self, bundle_sha256: str, device: str | None = None) -> str | None:
         """The newest session that ran this bundle (on `device`, a serial or model)."""
@@ -572,6 +643,9 @@ def _run_from_row(row: sqlite3.Row, verdicts: list[StoredVerdict]) -> HistoryRun
         warnings=list(json.loads(row["warnings_json"])),
         profile=[OpTime(**_known(OpTime, o)) for o in json.loads(row["profile_json"])],
         verdicts=verdicts,
+        device=from_jsonable(DeviceInfo, json.loads(row["device_json"]))
+        if row["device_json"] else None,
+        result_json=row["result_json"],
     )
 
 

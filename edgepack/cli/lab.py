@@ -204,9 +204,6 @@ def regress(
         defaults.alpha if defaults and defaults.alpha is not None else DEFAULT_ALPHA)
     if pct < 0 or not 0 < level < 1:
         raise EdgepackError("--threshold must be >= 0 (percent) and --alpha between 0 and 1")
-    if from_history and report_dir is not None:
-        raise EdgepackError("--report-dir needs a run: drop --from-history, or see the stored "
-                            "runs with `edgepack history`")
     with HistoryStore.open(db) as store:
         base = resolve_baseline(store, baseline)  # before minutes of benching: fail fast
         bench_exit = ExitCode.OK
@@ -215,7 +212,10 @@ def regress(
             return compare_runs(store, candidate, base, pct / 100, level)
 
         if from_history:
-            report = compare(_stored_candidate(store, _bundle_key(str(bundle)), device))
+            candidate = _stored_candidate(store, _bundle_key(str(bundle)), device)
+            report = compare(candidate)
+            if report_dir is not None and report.compared:
+                _write_stored_reports(store, candidate, report, report_dir, json_out)
         else:
             params = _params(lab_file, repeat, iterations, warmup, cooldown, threads, ep,
                              cpu_affinity, timeout, False, 10)
@@ -337,6 +337,18 @@ def _stored_candidate(store: HistoryStore, key: str, device: str | None) -> list
         runs += [r for r in store.runs(session=session, bundle=key, device=d)
                  if r.id not in {x.id for x in runs}]
     return runs
+
+
+def _write_stored_reports(store: HistoryStore, runs: list[Any], regression: RegressionReport,
+                          report_dir: Path, quiet: bool) -> None:
+    """The reports of stored runs, as their bench wrote them, with this regression verdict."""
+    from edgepack.report import build_report, write_reports
+
+    data = build_report(store.bench_result(runs), regression=regression, store=store)
+    written = write_reports(data, report_dir)
+    if not quiet:
+        note("wrote " + ", ".join(str(p) for p in written) + " (from history: without the "
+             "image comparisons, whose outputs are not stored)")
 
 
 def _run_bench(

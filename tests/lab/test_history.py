@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -60,6 +61,40 @@ def test_round_trip(bundle, tmp_path):
         assert v.metrics is not None and v.metrics.snr_db == float("inf")
         assert v.metrics.total == 784
     assert any(w.startswith("heated") for w in by_key[("A", 0)].warnings)
+    # The whole result comes back too, and with it the bench's own BenchResult.
+    for run in result.runs:
+        back = by_key[(run.serial, run.repeat)]
+        assert back.device == run.device and back.deploy_result() == run.result
+    with HistoryStore.open(tmp_path / "h.db") as store:
+        again = store.bench_result(store.runs(session=result.session))
+    assert again.session == result.session and again.label == "main"
+    assert again.params == result.params and again.serials == result.serials
+    assert [(b.name, b.sha256) for b in again.bundles] == [(b.name, b.sha256)
+                                                           for b in result.bundles]
+    def key(r):
+        return r.serial, r.repeat
+
+    assert sorted((replace(r, work_dir=None) for r in again.runs), key=key) == sorted(
+        (replace(r, work_dir=None) for r in result.runs), key=key)
+    assert again.groups() == result.groups()
+
+
+def test_files_of_schema_1_are_upgraded_and_say_why_they_cannot_be_reported(bundle, tmp_path,
+                                                                             monkeypatch):
+    path = tmp_path / "h.db"
+    monkeypatch.setattr("edgepack.history.MIGRATIONS", MIGRATIONS[:1])
+    with HistoryStore.open(path) as store:
+        assert store.schema_version == 1
+    monkeypatch.setattr("edgepack.history.MIGRATIONS", MIGRATIONS)
+    with HistoryStore.open(path) as store:
+        assert store.schema_version == len(MIGRATIONS)
+        result = bench_into(store, bundle, [FakePhone("A")], tmp_path)
+        # Runs stored before the upgrade have no whole result: everything else still reads.
+        store.conn.execute("UPDATE runs SET result_json = NULL")
+        runs = store.runs(session=result.session)
+        assert len(runs) == 2 and runs[0].stats is not None and runs[0].deploy_result() is None
+        with pytest.raises(EdgepackError, match="history schema 1"):
+            store.bench_result(runs)
 
 
 def test_errors_and_failures_are_stored_too(bundle, tmp_path):
@@ -132,8 +167,8 @@ def test_migrations_upgrade_old_files_and_refuse_newer_ones(tmp_path, monkeypatc
             "s1", None)
     monkeypatch.setattr("edgepack.history.MIGRATIONS", MIGRATIONS)
     # That file is now newer than this edgepack: refused, not misread.
-    with pytest.raises(EdgepackError, match="history schema version 2 is newer than this "
-                                            "edgepack reads"):
+    with pytest.raises(EdgepackError, match=f"history schema version {len(MIGRATIONS) + 1} is "
+                                            "newer than this edgepack reads"):
         HistoryStore.open(path)
 
 
@@ -146,7 +181,7 @@ def test_a_failed_migration_leaves_the_file_as_it_was(tmp_path, monkeypatch):
         HistoryStore.open(path)
     monkeypatch.setattr("edgepack.history.MIGRATIONS", MIGRATIONS)
     with HistoryStore.open(path) as store:
-        assert store.schema_version == 1
+        assert store.schema_version == len(MIGRATIONS)
         columns = [r[1] for r in store.conn.execute("PRAGMA table_info(sessions)")]
         assert "x" not in columns
 

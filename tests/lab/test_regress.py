@@ -176,6 +176,56 @@ def test_regress_from_history_exits_1_on_a_regression(bundle, lab_bundle, tmp_pa
     assert missing.code == 2 and "no session is labelled 'nope'" in missing.stderr
 
 
+def test_regress_from_history_writes_the_reports_its_bench_wrote(lab_bundle, tmp_path):
+    """A CI job that benches in one step and judges in another gets the same reports from the
+    store as the bench wrote, plus the regression verdict."""
+    import json
+    import sqlite3
+    import xml.etree.ElementTree as ET
+
+    db = tmp_path / "h.db"
+    bench = ["bench", lab_bundle, "--device", "host", "--engine", "python", "--repeat", "2",
+             "--iterations", "15", "--db", db]
+    assert run_cli(*bench, "--label", "base").code == 0
+    live = run_cli(*bench, "--threads", "1,2", "--label", "pr", "--report-dir",
+                   tmp_path / "live")
+    assert live.code == 0, live.stderr
+    r = run_cli("regress", lab_bundle, "--baseline", "label:base", "--from-history",
+                "--device", "host", "--threshold", "400", "--db", db,
+                "--report-dir", tmp_path / "stored")
+    assert r.code == 0, r.stderr
+    assert "from history" in r.stderr
+
+    def comparable(doc):
+        # Times of the whole session (the bench's own clock against stored timestamps) and
+        # the regression verdict, which only the regress report has, are expected to differ.
+        doc = {k: v for k, v in doc.items()
+               if k not in ("generated_at", "wall_s", "regression")}
+        doc["results"] = [{k: v for k, v in g.items() if k != "regression"}
+                          for g in doc["results"]]
+        return doc
+
+    stored = json.loads((tmp_path / "stored" / "report.json").read_text())
+    written = json.loads((tmp_path / "live" / "report.json").read_text())
+    assert comparable(stored) == comparable(written)
+    assert stored["regression"]["compared"] == 1  # threads=2 has no baseline
+    cases = [sorted(c.get("name") for c in ET.parse(tmp_path / d / "junit.xml").iter("testcase"))
+             for d in ("live", "stored")]
+    assert cases[0] == cases[1] and len(cases[0]) == 2
+    assert (tmp_path / "stored" / "report.html").stat().st_size > 1000
+
+    # Runs stored by an edgepack that kept no whole results still compare, but say why they
+    # have no reports.
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE runs SET result_json = NULL")
+    again = run_cli("regress", lab_bundle, "--baseline", "label:base", "--from-history",
+                    "--device", "host", "--threshold", "400", "--db", db, "--report-dir",
+                    tmp_path / "old")
+    assert again.code == 2 and "history schema 1" in again.stderr
+    assert run_cli("regress", lab_bundle, "--baseline", "label:base", "--from-history",
+                   "--device", "host", "--threshold", "400", "--db", db).code == 0
+
+
 def test_regress_runs_on_the_host_and_writes_reports(lab_bundle, tmp_path):
     db = tmp_path / "h.db"
     base = run_cli("bench", lab_bundle, "--device", "host", "--engine", "python", "--repeat",
