@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from enum import Enum
@@ -76,9 +77,8 @@ def from_jsonable(tp: Any, value: Any) -> Any:
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if not isinstance(value, dict):
             raise TypeError(f"expected an object for {tp.__name__}, got {type(value).__name__}")
-        hints = typing.get_type_hints(tp)
-        return tp(**{f.name: from_jsonable(hints[f.name], value[f.name])
-                     for f in dataclasses.fields(tp) if f.init and f.name in value})
+        return tp(**{name: from_jsonable(hint, value[name])
+                     for name, hint in _init_fields(tp) if name in value})
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise TypeError(f"expected a number, got {value!r}")
@@ -106,3 +106,12 @@ def _sequence(value: Any, tp: Any) -> list[Any]:
     if not isinstance(value, (list, tuple)):
         raise TypeError(f"expected a list for {tp}, got {type(value).__name__}")
     return list(value)
+
+
+@functools.cache
+def _init_fields(cls: type) -> list[tuple[str, Any]]:
+    """A dataclass's init fields with their resolved types (resolving is the slow part)."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    return [(f.name, hints[f.name]) for f in dataclasses.fields(cls) if f.init]

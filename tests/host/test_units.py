@@ -225,3 +225,31 @@ def test_truncated_and_garbage_bytes_are_refused(tmp_path):
     path.write_bytes(good[: len(good) // 2])
     with pytest.raises(EdgepackError):
         read_tensor(path)
+
+
+# ---------------------------------------------------------------------------- records from JSON
+
+
+def test_from_jsonable_reads_what_to_jsonable_wrote_and_tolerates_newer_records():
+    import json
+    import math
+
+    from edgepack.devices.base import DeviceInfo
+    from edgepack.serialize import from_jsonable, to_jsonable
+    from edgepack.stats import LatencyStats
+
+    info = DeviceInfo("s", "linux", "device", abis=["aarch64"], glibc="2.31")
+    doc = json.loads(json.dumps(to_jsonable(info)))
+    assert from_jsonable(DeviceInfo, doc) == info
+    # A newer edgepack's extra key is ignored; a key an older one did not write is defaulted.
+    newer = {**doc, "npu": "yes"}
+    del newer["glibc"]
+    assert from_jsonable(DeviceInfo, newer) == DeviceInfo("s", "linux", "device",
+                                                          abis=["aarch64"])
+    stats = from_jsonable(LatencyStats, to_jsonable(LatencyStats(0, *[math.nan] * 9)))
+    assert stats.count == 0 and math.isnan(stats.median_ms)
+    assert from_jsonable(float | None, "inf") == math.inf
+    assert from_jsonable(tuple[int, ...], [1, 2]) == (1, 2)
+    for tp, bad in ((int, "3"), (list[int], {"a": 1}), (DeviceInfo, [1]), (bool, 1)):
+        with pytest.raises(TypeError):
+            from_jsonable(tp, bad)
