@@ -52,7 +52,7 @@ from edgepack.devices.state import CpuFreq, DeviceState
 from edgepack.errors import EdgepackError, ExitCode
 from edgepack.profile import OpTime
 from edgepack.runner.result import RunConfig
-from edgepack.serialize import from_jsonable, to_jsonable
+from edgepack.serialize import INTERNAL, from_jsonable, to_jsonable
 from edgepack.stats import LatencyStats, latency_stats
 
 ENV_DB = "EDGEPACK_DB"
@@ -180,7 +180,7 @@ class HistoryRun:
     verdicts: list[StoredVerdict] = field(default_factory=list)
     device: DeviceInfo | None = None
     # The whole DeployResult as stored (schema 2 on); parsed on demand: listings never need it.
-    result_json: str | None = field(default=None, repr=False)
+    result_json: str | None = field(default=None, repr=False, metadata={INTERNAL: True})
 
     def deploy_result(self) -> DeployResult | None:
         return None if self.result_json is None else from_jsonable(

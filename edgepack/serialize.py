@@ -10,13 +10,17 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+# Field metadata key: a field that is storage, not part of the record's JSON (see HistoryRun).
+INTERNAL = "edgepack.internal"
+
 
 def to_jsonable(value: Any) -> Any:
     """Dataclasses become objects (their properties stay out), paths strings, numpy scalars
     numbers; non-finite floats become the strings "inf", "-inf" and "nan", which strict JSON
     parsers accept."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not f.metadata.get(INTERNAL)}
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

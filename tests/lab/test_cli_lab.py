@@ -24,6 +24,8 @@ def test_bench_on_the_host_stores_runs_and_writes_reports(lab_bundle, tmp_path):
     runs = listed.json()["runs"]
     assert len(runs) == 4 and {r["label"] for r in runs} == {"main"}
     assert len(runs[0]["latencies_ms"]) == 8
+    # The device is listed as a record; the stored whole result is storage, not listing.
+    assert runs[0]["device"]["serial"] == "host" and "result_json" not in runs[0]
     human = run_cli("history", "--db", db, "--since", "1h", "--device", "host")
     assert human.code == 0 and "picture" in human.stdout and "cpu/t2" in human.stdout
     none = run_cli("history", "--db", db, "--bundle", "nosuchbundle")
