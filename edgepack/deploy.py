@@ -26,7 +26,7 @@ from edgepack.devices.base import DeviceInfo
 from edgepack.devices.lock import device_lock
 from edgepack.devices.staging import DirSync, LocalFile, survey_command, sync_dirs
 from edgepack.errors import EdgepackError, ExitCode
-from edgepack.runner.cache import RunnerBuild, find_runner
+from edgepack.runner.cache import RunnerBuild, find_runner, version_key
 from edgepack.runner.local import device_command, run_local
 from edgepack.runner.result import RunConfig, RunnerResult, parse_runner_output
 from edgepack.runner.targets import ZIG_GLIBC, get_target
@@ -312,13 +312,12 @@ def _runner_for(serial: str, info: DeviceInfo, override: str | None) -> RunnerBu
 def check_glibc(serial: str, info: DeviceInfo, runner: RunnerBuild) -> None:
     """A runner linked against a newer glibc than the board's fails to start with a loader
     message; say so before pushing anything, with the build that fits."""
-    def key(version: str) -> tuple[int, ...]:
-        return tuple(int(p) for p in version.split(".") if p.isdigit())
-
-    if info.glibc and runner.requires_glibc and key(info.glibc) < key(runner.requires_glibc):
-
+    if not (info.glibc and runner.requires_glibc):
+        return
+    glibc = version_key(info.glibc)
+    if glibc < version_key(runner.requires_glibc):
         fix = (f"rebuild it for glibc {ZIG_GLIBC}: `edgepack runner build --target "
-               f"{runner.target} --compiler zig`" if key(info.glibc) >= key(ZIG_GLIBC)
+               f"{runner.target} --compiler zig`" if glibc >= version_key(ZIG_GLIBC)
                else f"onnxruntime's own Linux library needs glibc {ZIG_GLIBC}")
         raise EdgepackError(
             f"{serial} has glibc {info.glibc}, but the {runner.target} runner needs "

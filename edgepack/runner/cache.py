@@ -227,7 +227,8 @@ def list_builds(root: Path | None = None) -> list[RunnerBuild]:
     return builds
 
 
-def _version_key(version: str) -> tuple[int, ...]:
+def version_key(version: str) -> tuple[int, ...]:
+    """A version such as 1.32.0 or 2.31 as a key that sorts the way versions do."""
     return tuple(int(p) if p.isdigit() else -1 for p in version.split("."))
 
 
@@ -259,7 +260,7 @@ def find_runner(target: str, ort_version: str | None = None,
         candidates = [runner_dir(target, version, root)]
     else:
         dirs = [p for p in (runners_root(root) / target).glob("*") if p.is_dir()]
-        candidates = sorted(dirs, key=lambda p: _version_key(p.name), reverse=True)
+        candidates = sorted(dirs, key=lambda p: version_key(p.name), reverse=True)
     sources = sources_sha256()
     for directory in candidates:
         if not (directory / BUILD_FILE).is_file():
