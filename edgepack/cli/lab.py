@@ -342,13 +342,19 @@ def _stored_candidate(store: HistoryStore, key: str, device: str | None) -> list
 def _write_stored_reports(store: HistoryStore, runs: list[Any], regression: RegressionReport,
                           report_dir: Path, quiet: bool) -> None:
     """The reports of stored runs, as their bench wrote them, with this regression verdict."""
-    from edgepack.report import build_report, write_reports
+    from edgepack.report import build_report
 
     data = build_report(store.bench_result(runs), regression=regression, store=store)
+    _write_reports(data, report_dir, quiet, " (from history: without the image comparisons, "
+                   "whose outputs are not stored)")
+
+
+def _write_reports(data: ReportData, report_dir: Path, quiet: bool, caveat: str = "") -> None:
+    from edgepack.report import write_reports
+
     written = write_reports(data, report_dir)
     if not quiet:
-        note("wrote " + ", ".join(str(p) for p in written) + " (from history: without the "
-             "image comparisons, whose outputs are not stored)")
+        note("wrote " + ", ".join(str(p) for p in written) + caveat)
 
 
 def _run_bench(
@@ -362,7 +368,7 @@ def _run_bench(
     from edgepack.bench import run_bench
     from edgepack.history import HistoryListener
     from edgepack.lab import resolve_targets
-    from edgepack.report import build_report, write_reports
+    from edgepack.report import build_report
 
     targets, notes = resolve_targets(device, lab, engine)
     for text in notes:
@@ -377,9 +383,7 @@ def _run_bench(
         data = build_report(result, regression=report, store=store,
                             bundles=bundles if report_dir is not None else ())
         if report_dir is not None:
-            written = write_reports(data, report_dir)
-            if not quiet:
-                note("wrote " + ", ".join(str(p) for p in written))
+            _write_reports(data, report_dir, quiet)
     return result, data
 
 
