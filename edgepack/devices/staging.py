@@ -76,7 +76,11 @@ class DirSync:
 def survey_command(dirs: list[DirSync]) -> str:
     """The shell command that reads every directory's state; its output goes to sync_dirs. A
     caller may run it in a round trip of its own making (deploy does, with the lock's)."""
-    return _survey_command([(d.remote_dir, [f.rel for f in d.files]) for d in dirs])
+    return _survey_command(_specs(dirs))
+
+
+def _specs(dirs: list[DirSync]) -> list[tuple[str, list[str]]]:
+    return [(d.remote_dir, [f.rel for f in d.files]) for d in dirs]
 
 
 def sync_dirs(
@@ -90,9 +94,8 @@ def sync_dirs(
     pushes nothing costs that one command), or taken from `surveyed`, the output of
     survey_command(dirs) run by the caller."""
     t0 = time.perf_counter()
-    if surveyed is None:
-        surveyed = device.shell(survey_command(dirs), 120).stdout
-    surveys = _parse_survey(surveyed, len(dirs))
+    surveys = (_survey(device, _specs(dirs)) if surveyed is None
+               else _parse_survey(surveyed, len(dirs)))
     share = (time.perf_counter() - t0) / max(len(dirs), 1)
     return [sync_dir(device, d.files, d.remote_dir, d.label, progress, free_bytes, survey, share)
             for d, survey in zip(dirs, surveys, strict=True)]
