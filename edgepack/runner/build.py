@@ -65,7 +65,7 @@ class BuildPlan:
 
     @property
     def zig_cc(self) -> Path:
-        return self.work_dir / "zig-cc"
+        return zig_cc_path(self.work_dir)
 
     @property
     def staged_library(self) -> Path:
@@ -93,6 +93,10 @@ def resolve_ndk(ndk: Path | None) -> Path:
 def build_tree(work_dir: Path, compiler: str) -> Path:
     # One tree per compiler: cmake keeps the compiler it first found in its cache.
     return work_dir / ("cmake-zig" if compiler == "zig" else "cmake")
+
+
+def zig_cc_path(work_dir: Path) -> Path:
+    return work_dir / "zig-cc"  # the compiler wrapper cmake is given (targets.zig_wrapper)
 
 
 def find_zig() -> Path:
@@ -201,7 +205,7 @@ def plan_build(
         ndk=ndk_path,
         android_platform=android_platform,
         jobs=os.cpu_count() or 1,
-        zig_cc=work_dir / "zig-cc" if zig else None,
+        zig_cc=zig_cc_path(work_dir) if zig else None,
     )
     return BuildPlan(target, version, library, origin, headers, work_dir,
                      cache.runner_dir(target.name, version, root), invocation, source_dir,
