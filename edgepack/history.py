@@ -415,14 +415,27 @@ class HistoryStore:
         known = {b.sha256: b for s in sessions
                  for b in from_jsonable(list[BundleRef], json.loads(rows[s]["params_json"])
                                         .get("bundles", []))}
-        shas = list(dict.fromkeys(r.bundle_sha256 for r in runs))
+        # The bench lists its bundles, devices and runs in the order it was given them, not in
+        # the order runs happened to end: the reports read back the same way.
+        in_runs = {r.bundle_sha256: r.bundle_name for r in runs}
+        shas = [sha for sha in dict.fromkeys([*known, *in_runs]) if sha in in_runs]
+        serials = [s for s in dict.fromkeys([*first.get("serials", []), *(r.serial for r in runs)])
+                   if any(r.serial == s for r in runs)]
+        configs: dict[str, list[str]] = {}  # per device, in the order its configurations ran
+        for r in runs:
+            keys = configs.setdefault(r.serial, [])
+            if r.config_key not in keys:
+                keys.append(r.config_key)
+        ordered = sorted(runs, key=lambda r: (serials.index(r.serial),
+                                              shas.index(r.bundle_sha256),
+                                              configs[r.serial].index(r.config_key), r.repeat))
         bench_runs = [BenchRun(
             serial=r.serial, bundle_name=r.bundle_name, bundle_sha256=r.bundle_sha256,
             config=r.config, config_key=r.config_key, repeat=r.repeat, status=r.status,
             started_at=r.started_at, finished_at=r.finished_at, device=r.device,
             result=r.deploy_result(), error=r.error, state_before=r.state_before,
             state_after=r.state_after, warnings=r.warnings, profile=r.profile,
-        ) for r in runs]
+        ) for r in ordered]
         started = min(r.started_at for r in runs)
         finished = max(r.finished_at for r in runs)
         if len(sessions) == 1:  # the bench's own times, when the runs are all of one bench
@@ -432,10 +445,8 @@ class HistoryStore:
             session=sessions[0],
             label=rows[sessions[0]]["label"],
             params=from_jsonable(BenchParams, first["params"]),
-            bundles=[known.get(sha) or BundleRef(next(r.bundle_name for r in runs
-                                                      if r.bundle_sha256 == sha), sha, "")
-                     for sha in shas],
-            serials=list(dict.fromkeys(r.serial for r in runs)),
+            bundles=[known.get(sha) or BundleRef(in_runs[sha], sha, "") for sha in shas],
+            serials=serials,
             runs=bench_runs,
             started_at=started,
             finished_at=finished,
