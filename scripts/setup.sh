@@ -1,25 +1,53 @@
 #!/usr/bin/env bash
 # Set up this machine for edgepack: system packages, PyTorch (CPU), and edgepack itself.
 #
-#   bash scripts/setup.sh          what running edgepack needs (adb, torch, edgepack[torch])
+#   bash scripts/setup.sh          what running edgepack and its demo need (adb, gcc and cmake,
+#                                  mksh and toybox, npm, torch, edgepack[torch])
 #   bash scripts/setup.sh --dev    also what the tests need (qemu-user, the aarch64 cross
-#                                  compiler, clang, chromium, test extras)
+#                                  compiler and its C library, clang, chromium, test extras)
+#   bash scripts/setup.sh [--dev] --list   print the Debian packages, one a line; install nothing
 #
 # Idempotent: installed pieces are skipped, so the demo and test scripts call it every time.
+# Packages are installed with --no-install-recommends, so every package a program needs beyond
+# its Depends is named here (a compiler's C library is only a Recommends of the compiler);
+# tests/host/test_setup_packages.py checks that every program and library the tests use comes
+# from a package named here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 dev=0
-[ "${1:-}" = "--dev" ] && dev=1
+list=0
+for arg in "$@"; do
+  case "$arg" in
+    --dev) dev=1 ;;
+    --list) list=1 ;;
+    *) echo "setup: unknown option $arg (use --dev, --list)" >&2; exit 2 ;;
+  esac
+done
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-apt_packages=(adb cmake gcc g++)
+# adb deploys; cmake, gcc and the C library build the host runner (the demo builds it); npm
+# fetches the ONNX Runtime AAR's headers where Maven Central is out of reach; mksh and toybox
+# give the virtual device (the demo's stand-in for a phone) Android's userland.
+apt_packages=(adb cmake gcc g++ libc6-dev nodejs mksh toybox)
+# Debian's nodejs leaves npm to a package of its own; NodeSource's nodejs carries it (and
+# conflicts with Debian's npm), so npm is named unless a nodejs package provides the command.
+npm_owner=$(dpkg-query -S "$(command -v npm || echo /usr/bin/npm)" 2>/dev/null || true)
+case "$npm_owner" in nodejs:*) ;; *) apt_packages+=(npm) ;; esac
 if [ "$dev" = 1 ]; then
-  apt_packages+=(qemu-user gcc-aarch64-linux-gnu clang libclang-rt-14-dev chromium)
-  # npm fetches ONNX Runtime's Android AAR (headers); node's own package carries it here.
-  command -v npm >/dev/null || apt_packages+=(nodejs npm)
+  apt_packages+=(
+    qemu-user                                    # qemu-aarch64 runs the linux-aarch64 runner
+    gcc-aarch64-linux-gnu libc6-dev-arm64-cross  # the linux-aarch64 runner, and its libc
+    clang libclang-rt-14-dev                     # libFuzzer (bench/fuzz_tensorproto.sh)
+    chromium                                     # renders report.html in a test
+    git binutils util-linux                      # git ls-files, readelf, unshare and mount
+  )
+fi
+if [ "$list" = 1 ]; then
+  printf '%s\n' "${apt_packages[@]}"
+  exit 0
 fi
 missing=()
 for pkg in "${apt_packages[@]}"; do

@@ -130,6 +130,51 @@ def resolve_compiler(target: Target, compiler: str | None) -> str:
     return compiler
 
 
+# Debian's packages for what a gcc build runs. A compiler's package alone is not enough: its C
+# library (crt1.o, libc.so) is only a Recommends of gcc and of the cross gcc, which
+# `apt-get install --no-install-recommends` leaves out.
+_TOOL_PACKAGES = {"cmake": "cmake", "gcc": "gcc", "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu"}
+_GCC = {"host": "gcc", "linux-aarch64": "aarch64-linux-gnu-gcc"}  # as targets.cmake_invocation
+_LIBC_PACKAGES = {"host": "libc6-dev", "linux-aarch64": "libc6-dev-arm64-cross"}
+_PROBE_C = "int main(void) { return 0; }\n"
+
+
+def check_toolchain(target: Target, compiler: str) -> None:
+    """What a build runs is on PATH, and gcc links a program for the target: without its C
+    library, cmake's compiler check fails with an ld error that names no package, so the
+    check is made here first and says what to install."""
+    missing = [tool for tool in compilers_needed(target, compiler) if shutil.which(tool) is None]
+    gcc = _GCC.get(target.name) if compiler == "gcc" else None
+    if missing:
+        packages = [_TOOL_PACKAGES.get(tool, tool) for tool in missing]
+        if gcc in missing:
+            packages.append(_LIBC_PACKAGES[target.name])
+        raise EdgepackError(
+            f"building {target.name} needs {', '.join(missing)} on PATH: "
+            f"apt-get install {' '.join(packages)}",
+            ExitCode.BAD_INPUT,
+        )
+    if gcc is None:
+        return
+    with tempfile.TemporaryDirectory(prefix="edgepack-cc-") as tmp:
+        source = Path(tmp) / "probe.c"
+        source.write_text(_PROBE_C)
+        try:
+            proc = subprocess.run([gcc, str(source), "-o", str(Path(tmp) / "probe")],
+                                  capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise EdgepackError(f"{gcc} does not run: {exc}", ExitCode.BAD_INPUT) from None
+    if proc.returncode != 0:
+        lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
+        reason = next((ln.split(": ", 1)[-1] for ln in lines if "cannot find" in ln),
+                      lines[-1] if lines else f"exit code {proc.returncode}")
+        raise EdgepackError(
+            f"{gcc} cannot link a program for {target.name} ({reason}): its C library is "
+            f"missing: apt-get install {_LIBC_PACKAGES[target.name]}",
+            ExitCode.BAD_INPUT,
+        )
+
+
 def _minor(version: str) -> int:
     try:
         return int(version.split(".")[1])
@@ -157,13 +202,7 @@ def plan_build(
                             "device_scripts/runner directory", ExitCode.BAD_INPUT)
     ndk_path = resolve_ndk(ndk) if target.is_android else None
     zig = find_zig() if compiler == "zig" else None
-    missing = [tool for tool in compilers_needed(target, compiler) if shutil.which(tool) is None]
-    if missing:
-        raise EdgepackError(
-            f"building {target.name} needs {', '.join(missing)} on PATH "
-            "(Debian: apt-get install cmake gcc gcc-aarch64-linux-gnu)",
-            ExitCode.BAD_INPUT,
-        )
+    check_toolchain(target, compiler)
 
     if target.library_source == "aar":
         aar = fetch.resolve_aar(root, version=fetch.host_library_version(), explicit=ort_aar,

@@ -48,15 +48,26 @@ def device_command(
     config: RunConfig,
     profile_prefix: str | None = None,
 ) -> str:
-    """The runner's command line for a device's POSIX shell (toybox sh, a board's /bin/sh), every
-    word quoted. LD_LIBRARY_PATH backs up the runner's $ORIGIN lookup of its library; the
+    """The runner's command line for a device's POSIX shell (Android's mksh, a board's /bin/sh),
+    every word quoted. LD_LIBRARY_PATH backs up the runner's $ORIGIN lookup of its library; the
     device's own `timeout` kills a hung runner there even if the host loses the connection
-    (TERM, then KILL 5 s later); taskset pins it when config.cpu_affinity asks."""
+    (TERM, then KILL 5 s later); taskset pins it when config.cpu_affinity asks.
+
+    `timeout --foreground` where the device's timeout has it: toybox's before 0.8.11 (Android 14
+    and older) moves the runner to a process group of its own and, when the runner dies before
+    timeout is ready for it (a crash at start), loses its status and exits 127, which reads as a
+    missing program. In the shell's group it finds the status; the runner alone is signalled,
+    as it has no children. Older toyboxes and busybox lack the flag, and the race."""
     argv = runner_argv(f"{runner_dir.rstrip('/')}/edgepack-runner", model, inputs_dir,
                        output_dir, config, profile_prefix)
-    timeout = ["timeout", "-k", "5", str(max(1, round(config.timeout_s)))]
+    limit = ["-k", "5", str(max(1, round(config.timeout_s)))]
     pin = ["taskset", config.cpu_affinity] if config.cpu_affinity else []
-    return f"LD_LIBRARY_PATH={shlex.quote(runner_dir)} {shlex.join([*timeout, *pin, *argv])}"
+    return (f"LD_LIBRARY_PATH={shlex.quote(runner_dir)} timeout {FOREGROUND_IF_KNOWN} "
+            f"{shlex.join([*limit, *pin, *argv])}")
+
+
+# Expands to --foreground when the device's timeout accepts it, to nothing otherwise.
+FOREGROUND_IF_KNOWN = "$(timeout --foreground 1 true 2>/dev/null && echo --foreground)"
 
 
 def _binary(runner: RunnerBuild | Path) -> Path:

@@ -4,6 +4,7 @@ runner directory's layout, runner.json, and finding builds in the cache."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,7 +22,7 @@ from edgepack.runner.targets import (
     target_for_android_abi,
     target_for_linux_machine,
 )
-from tests.conftest import unavailable
+from tests.conftest import run_cli, unavailable
 from tests.runner.conftest import RUNNER_SRC
 
 
@@ -332,3 +333,61 @@ def test_android_code_path_compiles_against_the_aar_headers(host_runner):
                            "-D__ANDROID__", f"-I{src}", f"-I{include}", str(src / "main.c")],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def _cross_gcc_without_its_c_library(where: Path) -> Path:
+    """Debian's aarch64 cross gcc as `apt-get install --no-install-recommends
+    gcc-aarch64-linux-gnu` leaves it on a fresh machine: the real driver, compiler and binutils,
+    and no libc6-dev-arm64-cross. The driver finds its files relative to where it lies, so a
+    copy of it beside links to the rest is that install; returns its bin directory."""
+    gcc = shutil.which("aarch64-linux-gnu-gcc")
+    if gcc is None:
+        unavailable("aarch64-linux-gnu-gcc is not installed "
+                    "(apt-get install gcc-aarch64-linux-gnu)")
+    driver = Path(gcc).resolve()
+    prefix = driver.parent.parent  # /usr
+    libgcc = subprocess.run([gcc, "-print-libgcc-file-name"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    version_dir = Path(libgcc).parent  # /usr/lib/gcc-cross/aarch64-linux-gnu/12: cc1, crtbegin.o
+    (where / "bin").mkdir(parents=True)
+    shutil.copy2(driver, where / "bin" / "aarch64-linux-gnu-gcc")
+    mirror = where / version_dir.relative_to(prefix)
+    mirror.mkdir(parents=True)
+    for entry in version_dir.iterdir():  # real directories: `..` from here must stay in `where`
+        (mirror / entry.name).symlink_to(entry)
+    (where / "aarch64-linux-gnu").mkdir()
+    (where / "aarch64-linux-gnu" / "bin").symlink_to(prefix / "aarch64-linux-gnu" / "bin")
+    return where / "bin"
+
+
+def test_a_cross_gcc_without_its_c_library_is_named_before_cmake(tmp_path, monkeypatch):
+    """On a fresh machine setup.sh once installed the cross gcc without libc6-dev-arm64-cross:
+    cmake's compiler check then failed with 'collect2: error: ld returned 1 exit status', which
+    names no package. The build now links a program itself first and says what to install."""
+    # The real toolchain links (CI installs libc6-dev-arm64-cross through setup.sh).
+    build_mod.check_toolchain(get_target("linux-aarch64"), "gcc")
+    bare = _cross_gcc_without_its_c_library(tmp_path / "cross")
+    monkeypatch.setenv("PATH", f"{bare}:{os.environ['PATH']}")
+    monkeypatch.setenv("EDGEPACK_CACHE_DIR", str(tmp_path / "cache"))
+    r = run_cli("runner", "build", "--target", "linux-aarch64", "--force")
+    assert r.code == ExitCode.BAD_INPUT, r.stderr
+    assert "apt-get install libc6-dev-arm64-cross" in r.stderr
+    assert "cannot find" in r.stderr and "collect2" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "cache" / "runners").exists()
+
+
+def test_a_missing_compiler_names_its_package_and_its_c_library(tmp_path, monkeypatch):
+    if shutil.which("cmake") is None:
+        unavailable("cmake not installed")
+    only_cmake = tmp_path / "bin"
+    only_cmake.mkdir()
+    (only_cmake / "cmake").symlink_to(shutil.which("cmake"))
+    monkeypatch.setenv("PATH", str(only_cmake))
+    monkeypatch.setenv("EDGEPACK_CACHE_DIR", str(tmp_path / "cache"))
+    r = run_cli("runner", "build", "--target", "linux-aarch64", "--force")
+    assert r.code == ExitCode.BAD_INPUT
+    assert "apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross" in r.stderr, r.stderr
+    r = run_cli("runner", "build", "--target", "host", "--force")
+    assert r.code == ExitCode.BAD_INPUT
+    assert "apt-get install gcc libc6-dev" in r.stderr, r.stderr

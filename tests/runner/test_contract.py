@@ -24,7 +24,8 @@ SUCCESS_KEYS = {
     "ep_fallback_reason": (str, type(None)), "threads": int, "optimization": str, "warmup": int,
     "iterations": int, "session_create_ms": float, "first_inference_ms": float,
     "latencies_ms": list, "peak_rss_kb_after_load": int, "peak_rss_kb_end": int,
-    "inputs": list, "outputs": list, "profile_file": (str, type(None)),
+    "inputs": list, "outputs": list, "profile_file": (str, type(None)), "threads_used": int,
+    "peak_rss_scope": str,
 }
 
 
@@ -76,6 +77,7 @@ def test_success_document_schema(run_runner, mlp, tmp_path):
     assert all(isinstance(v, float) and v > 0 for v in doc["latencies_ms"])
     assert doc["session_create_ms"] > 0 and doc["first_inference_ms"] > 0
     assert 0 < doc["peak_rss_kb_after_load"] <= doc["peak_rss_kb_end"]
+    assert doc["threads_used"] == 1 and doc["peak_rss_scope"] == "process"
     assert doc["inputs"] == [{"name": "x", "dtype": "float32", "shape": ["N", 64],
                               "file": "input_0.pb"}]
     assert doc["outputs"] == [
@@ -337,9 +339,10 @@ def test_device_command_quotes_every_word(host_runner, mlp, tmp_path):
     cmd = device_command(str(host_runner.directory), str(model), str(inputs), str(odd),
                          RunConfig(iterations=2, threads=1))
     words = shlex.split(cmd)
-    assert words[0] == f"LD_LIBRARY_PATH={host_runner.directory}"
-    assert words[1:5] == ["timeout", "-k", "5", "600"]
-    assert words[5] == str(host_runner.binary) and str(odd) in words
+    assert words[0] == f"LD_LIBRARY_PATH={host_runner.directory}" and words[1] == "timeout"
+    limit = words.index("-k")  # after `--foreground` where timeout has it (local.py says why)
+    assert words[limit:limit + 3] == ["-k", "5", "600"]
+    assert words[limit + 3] == str(host_runner.binary) and str(odd) in words
     proc = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
     assert (odd / "output_0.pb").is_file()
