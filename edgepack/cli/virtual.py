@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated
@@ -24,6 +25,16 @@ def parse_size(text: str, what: str) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
 
 
+def _check(option: str, value: float, low: float, high: float, expected: str) -> None:
+    """A numeric option's range, checked before anything starts: past it the device would fail
+    later with a traceback, or quietly do something else than asked (0 bytes/s = no cap)."""
+    if not (math.isfinite(value) and low <= value <= high):
+        raise EdgepackError(f"{option} {value}: expected {expected}", ExitCode.BAD_INPUT)
+
+
+_WEEK = 7 * 24 * 3600  # longer waits overflow the timers, and no rehearsal needs them
+
+
 def _pairs(items: list[str], what: str) -> dict[str, str]:
     pairs = {}
     for item in items:
@@ -44,7 +55,15 @@ def virtual_device(
         "which adb servers probe for emulators.")] = 0,
     host: Annotated[str, typer.Option(
         "--host", help="Address to listen on; 0.0.0.0 lets other machines' adb servers "
-        "connect.")] = "127.0.0.1",
+        "connect, and then adb's RSA authentication is required (see --authorized-keys).")
+    ] = "127.0.0.1",
+    auth: Annotated[bool, typer.Option(
+        "--auth", help="Require adb's RSA authentication on loopback too, as a phone does.")
+    ] = False,
+    authorized_keys: Annotated[list[Path], typer.Option(
+        "--authorized-keys", help="Accept the keys in FILE (adb_keys format: one base64 adb "
+        "public key per line, e.g. a machine's ~/.android/adbkey.pub); repeatable. Default: "
+        "~/.android/adbkey.pub and ROOT/data/misc/adb/adb_keys.")] = [],  # noqa: B006
     port_file: Annotated[Path | None, typer.Option(
         "--port-file", help="Write the port here once listening (for scripts using --port 0)."
     )] = None,
@@ -116,6 +135,11 @@ def virtual_device(
     glibc: Annotated[str | None, typer.Option(
         "--glibc", help="The glibc version getconf reports (default: the host's), e.g. 2.31 "
                         "to rehearse an older board.")] = None,
+    userland: Annotated[str | None, typer.Option(
+        "--userland", help="android: commands run under mksh with toybox's applets and nothing "
+        "of the host's on PATH, as on a phone; host: this machine's /bin/sh and programs. "
+        "Default: android for a phone when mksh and toybox are installed, host for "
+        "--linux-board.")] = None,
     verbose: Annotated[bool, typer.Option(
         "-v", "--verbose", help="Log connections, refused services and faults.")] = False,
 ) -> None:
@@ -126,7 +150,10 @@ def virtual_device(
     --abi reports: edgepack deploys the host runner to it (ro.edgepack.runner_target=host).
     Shell commands are real processes on this machine with device paths (/data, /sdcard,
     /storage, /mnt) mapped into --root; it is a stand-in for tests and lab rehearsals, not a
-    sandbox. Runs until interrupted (Ctrl-C or SIGTERM).
+    sandbox. Whoever connects runs commands as you, so on any address but loopback (and with
+    --auth) it requires adb's RSA authentication, as a phone does, and accepts only the keys in
+    --authorized-keys (default: your ~/.android/adbkey.pub and ROOT/data/misc/adb/adb_keys).
+    Runs until interrupted (Ctrl-C or SIGTERM).
     """
     import logging
     import signal
@@ -136,18 +163,47 @@ def virtual_device(
     from edgepack.devices.virtual import DeviceConfig, Faults, VirtualDevice
     from edgepack.devices.virtual.props import host_abi
     from edgepack.devices.virtual.runnerfault import RunnerFaultUnavailable
+    from edgepack.devices.virtual.server import DeviceStartError
     from edgepack.devices.virtual.sysinfo import Battery, Thermal
     from edgepack.devices.virtual.sysinfo import battery_status as parse_battery_status
 
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
-                        format="virtual-device: %(message)s")
+    _check("--port", port, 0, 65535, "0 to 65535 (0 picks a free port)")
+    _check("--sdk", sdk, 1, 1000, "an API level, 1 or more")
+    _check("--battery-level", battery_level, 0, 100, "0 to 100 (percent)")
+    _check("--battery-temperature", battery_temperature, -2730, 1500,
+           "tenths of a degree C, -2730 (-273.0 C) to 1500 (150.0 C)")
+    _check("--thermal-status", thermal_status, 0, 6, "0 (none) to 6 (shutdown)")
+    _check("--latency-ms", latency_ms, 0, 600_000, "0 to 600000 milliseconds")
+    _check("--vanish-delay", vanish_delay, 0, _WEEK, f"0 to {_WEEK} seconds")
+    for option, seconds in (("--vanish-after", vanish_after), ("--revive-after", revive_after)):
+        if seconds is not None:
+            _check(option, seconds, 0, _WEEK, f"0 to {_WEEK} seconds")
+    temperatures: dict[str, float] = {}
+    for name, text in _pairs(temperature, "--temperature").items():
+        try:
+            celsius = float(text)
+        except ValueError:
+            celsius = math.nan
+        if not (math.isfinite(celsius) and -273.15 <= celsius <= 1000):
+            raise EdgepackError(f"--temperature {name}={text}: expected NAME=CELSIUS with "
+                                "-273.15 to 1000 degrees, e.g. cpu0=45.5", ExitCode.BAD_INPUT)
+        temperatures[name] = celsius
     try:
-        temperatures = {k: float(v) for k, v in _pairs(temperature, "--temperature").items()}
         status = parse_battery_status(battery_status)
     except ValueError as exc:
         raise EdgepackError(str(exc), ExitCode.BAD_INPUT) from None
+    bandwidth_bytes = parse_size(bandwidth, "--bandwidth") if bandwidth else None
+    if bandwidth_bytes == 0:
+        raise EdgepackError("--bandwidth 0: expected more than 0 bytes/s (leave it out for no "
+                            "cap)", ExitCode.BAD_INPUT)
+    if port_file is not None and not port_file.parent.is_dir():
+        raise EdgepackError(f"--port-file {port_file}: the directory {port_file.parent} does "
+                            "not exist", ExitCode.BAD_INPUT)
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="virtual-device: %(message)s")
     faults = Faults(
-        bandwidth=parse_size(bandwidth, "--bandwidth") if bandwidth else None,
+        bandwidth=bandwidth_bytes,
         latency=latency_ms / 1000.0,
         drop_after_bytes=parse_size(drop_after, "--drop-after") if drop_after else None,
         drop_always=drop_always,
@@ -166,30 +222,37 @@ def virtual_device(
         thermal=Thermal(status=thermal_status, **({"temperatures": temperatures}
                                                   if temperatures else {})),
         faults=faults, vanish_after=vanish_after, linux_board=linux_board, glibc=glibc,
+        userland=userland,
+        auth=auth, authorized_keys=tuple(authorized_keys) if authorized_keys else None,
     )
     try:
         device = VirtualDevice(config).start()
+    except DeviceStartError as exc:
+        raise EdgepackError(str(exc), ExitCode.BAD_INPUT) from None
     except ValueError as exc:
         raise EdgepackError(f"virtual device: {exc}", ExitCode.BAD_INPUT) from None
     except RunnerFaultUnavailable as exc:
         raise EdgepackError(f"--runner-fault: {exc}", ExitCode.BAD_INPUT) from None
-    except OSError as exc:
-        raise EdgepackError(
-            f"cannot listen on {host}:{port} ({exc.strerror or exc}): pick another --port, or 0",
-            ExitCode.BAD_INPUT) from None
 
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         if port_file is not None:
             tmp = port_file.with_name(port_file.name + ".tmp")
-            tmp.write_text(f"{device.port}\n", "utf-8")
-            tmp.replace(port_file)  # a reader never sees half a number
-        typer.echo(f"virtual device listening on {device.address} (root {device.root}); "
-                   f"attach it with: adb connect {device.address}", err=True)
+            try:
+                tmp.write_text(f"{device.port}\n", "utf-8")
+                tmp.replace(port_file)  # a reader never sees half a number
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                raise EdgepackError(f"--port-file {port_file}: {exc.strerror or exc}",
+                                    ExitCode.BAD_INPUT) from None
+        secured = " (adb authentication on)" if device.authenticator is not None else ""
+        typer.echo(f"virtual device listening on {device.address}{secured} (root "
+                   f"{device.root}); attach it with: adb connect {device.address}", err=True)
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGTERM, previous)  # run in-process (tests): the caller's again
         device.stop()

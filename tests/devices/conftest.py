@@ -9,6 +9,9 @@
         a = virtual_devices.start(abi="arm64-v8a")
         b = virtual_devices.start(separate_process=True, args=["--quota", "1M"])
 
+    def test_refused(deadline):                     # run_cli("virtual-device", ...) that must
+        ...                                         # refuse: fails instead of serving forever
+
 Every test that takes these fixtures runs with ANDROID_ADB_SERVER_PORT/HOST pointing at the
 private server (so adbutils' default client and edgepack's own code use it) and without
 ANDROID_SERIAL. The machinery is edgepack.devices.virtual.harness (no pytest in it; bench
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -57,3 +61,24 @@ def virtual_devices(adb_env: AdbServer, tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture
 def virtual_device(virtual_devices: DeviceFactory) -> AttachedDevice:
     return virtual_devices.start()
+
+
+class StillRunning(Exception):
+    """A `virtual-device` command that should have refused to start served instead."""
+
+
+@pytest.fixture
+def deadline() -> Iterator[None]:
+    """For `run_cli("virtual-device", ...)` expected to refuse its options: if it serves
+    instead, the alarm ends its serve loop with an exception (exit 4), so the test fails rather
+    than hanging."""
+    def ring(*_: object) -> None:
+        raise StillRunning("the virtual device started instead of refusing")
+
+    previous = signal.signal(signal.SIGALRM, ring)
+    signal.alarm(10)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

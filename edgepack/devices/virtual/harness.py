@@ -10,11 +10,16 @@ never with kill-server, so a developer's own server on 5037 is never touched. It
 ADB_EMU=0 (no probing of 5555-5585: it would attach other people's emulators and devices),
 ADB_USB=0 and ADB_MDNS=0 (it never competes for a phone on USB with the default server).
 Point code under test at it with `server.env()` (ANDROID_ADB_SERVER_PORT/HOST).
+
+The server also gets a HOME of its own and no ADB_VENDOR_KEYS, so the only key it signs adb's
+authentication with is the one it creates there at start (`server.public_key`): a test of
+authentication depends on nothing in the developer's ~/.android, and writes nothing there.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -50,6 +55,18 @@ class AdbServer:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
+        self.home: Path | None = None  # the server's private HOME while it runs
+
+    @property
+    def public_key(self) -> Path:
+        """The server's ~/.android/adbkey.pub: the key a device must accept to let it in."""
+        if self.home is None:
+            raise AdbError("the adb server is not running")
+        return self.home / ".android" / "adbkey.pub"
+
+    @property
+    def private_key(self) -> Path:
+        return self.public_key.with_suffix("")
 
     def env(self) -> dict[str, str]:
         """What a process needs in its environment to use this server, adb and adbutils alike."""
@@ -57,8 +74,10 @@ class AdbServer:
                 "ADB_EMU": "0", "ADB_USB": "0", "ADB_MDNS": "0"}
 
     def start(self, timeout: float = 20.0) -> AdbServer:
-        env = {**os.environ, **self.env()}
+        self.home = Path(tempfile.mkdtemp(prefix="adb-home-"))
+        env = {**os.environ, **self.env(), "HOME": str(self.home)}
         env.pop("ANDROID_SERIAL", None)
+        env.pop("ADB_VENDOR_KEYS", None)
         if self.log_path is not None:
             self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
@@ -70,11 +89,13 @@ class AdbServer:
         while True:
             if self.proc.poll() is not None:
                 raise AdbError(f"adb server on port {self.port} exited with {self.proc.returncode}")
-            if self._answers():
+            # The key is written at start, before the server accepts clients.
+            if self._answers() and self.public_key.exists():
                 return self
             if time.monotonic() > deadline:
+                what = "write its key" if self._answers() else "answer"
                 self.stop()
-                raise AdbError(f"adb server on port {self.port} did not answer")
+                raise AdbError(f"adb server on port {self.port} did not {what}")
             time.sleep(0.05)
 
     def _answers(self) -> bool:
@@ -99,6 +120,9 @@ class AdbServer:
         if self._log is not None:
             self._log.close()
             self._log = None
+        home, self.home = self.home, None
+        if home is not None:
+            shutil.rmtree(home, ignore_errors=True)
 
     def __enter__(self) -> AdbServer:
         return self.start()
@@ -242,8 +266,9 @@ class DeviceFactory:
     """Starts virtual devices under `workdir` and attaches them to `server`; close() undoes
     everything it did, in order (disconnect, then stop)."""
 
-    def __init__(self, server: AdbServer, workdir: Path) -> None:
+    def __init__(self, server: AdbServer, workdir: Path, userland: str | None = None) -> None:
         self.server = server
+        self.userland = userland  # every device's (DeviceConfig.userland) unless start() names one
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.attached: list[AttachedDevice] = []
@@ -256,6 +281,11 @@ class DeviceFactory:
         virtual-device`)."""
         index = len(self.attached)
         root = Path(root) if root else self.workdir / f"device{index}"
+        if self.userland is not None:
+            if separate_process and "--userland" not in (args or []):
+                args = [*(args or []), "--userland", self.userland]
+            elif not separate_process:
+                config.setdefault("userland", self.userland)
         if separate_process:
             if config:
                 raise TypeError("a subprocess device takes CLI flags in args=, not config")

@@ -7,10 +7,15 @@
 
 Each device keeps a small state directory under /tmp: `r`, the short link to the root that
 shell command lines are mapped through (pathmap), and the toolbox (getprop, dumpsys...).
+
+Whoever connects runs commands as the user who started the device, so a device that listens on
+anything but loopback (or that is asked to with `auth=True`) requires adb's RSA authentication,
+as a phone does (auth.py); it will not start without a key to accept.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
@@ -23,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgepack.devices.virtual import runnerfault
+from edgepack.devices.virtual.auth import Authenticator, KeyFileError, KeySource
 from edgepack.devices.virtual.faults import Faults, Throttle
 from edgepack.devices.virtual.fs import DeviceFS
 from edgepack.devices.virtual.pathmap import DEVICE_PREFIXES, CommandMapper
@@ -38,6 +44,31 @@ log = logging.getLogger("edgepack.virtual_device")
 
 # adb servers probe these ports for emulators at start and would list a device there twice.
 EMULATOR_PORTS = range(5555, 5586)
+
+# adbd's own list of accepted keys, /data/misc/adb/adb_keys, inside the device's root.
+DEVICE_KEYS = "data/misc/adb/adb_keys"
+
+
+class DeviceStartError(Exception):
+    """The device cannot start for a reason its user can fix; the message names it."""
+
+
+def user_adb_key() -> Path:
+    """The public key the local adb server signs with (Debian's adb creates it on first start)."""
+    return Path.home() / ".android" / "adbkey.pub"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only. A name that does not resolve counts
+    as reachable from elsewhere: authentication is the safe side to err on."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback if host else False
+    except (OSError, ValueError):
+        return False
 
 
 @dataclass
@@ -64,6 +95,18 @@ class DeviceConfig:
     # see uname -m and getconf; `glibc` makes getconf report an older C library than the host's.
     linux_board: bool = False
     glibc: str | None = None
+    # "android" (mksh, toybox), "host" (/bin/sh, this machine's programs); None: android for a
+    # phone when mksh and toybox are installed, else host (tools.choose_userland).
+    userland: str | None = None
+    # adb's RSA authentication: always on when `host` is not loopback; True turns it on for
+    # loopback too. The accepted keys are read from `authorized_keys` (adb_keys format), by
+    # default ~/.android/adbkey.pub and ROOT/data/misc/adb/adb_keys.
+    auth: bool = False
+    authorized_keys: tuple[Path, ...] | None = None
+
+    @property
+    def auth_required(self) -> bool:
+        return self.auth or not is_loopback(self.host)
 
 
 class VirtualDevice:
@@ -82,23 +125,33 @@ class VirtualDevice:
         self._port = config.port
         self._fault_lib: Path | None = None
         self.state_dir: Path | None = None
+        self.authenticator: Authenticator | None = None  # None: no authentication
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> VirtualDevice:
+        """Prepare the root and listen. DeviceStartError when the configuration cannot work
+        (the root is a file, the port is taken, authentication has no key to accept...)."""
         config = self.config
         root = Path(config.root)
-        root.mkdir(parents=True, exist_ok=True)
+        if config.auth_required:
+            self.authenticator = self._authenticator(root)
+        _make_root(root)
         self.state_dir = Path(tempfile.mkdtemp(prefix="epvd-", dir=_state_parent()))
         try:
             self.link = str(self.state_dir / "r")
             os.symlink(os.path.realpath(root), self.link)
             self.fs = DeviceFS(root, host_aliases=(self.link,))
-            self.fs.prepare()
+            try:
+                self.fs.prepare()
+            except OSError as exc:
+                raise DeviceStartError(f"cannot create the device's directories in the root "
+                                       f"{root}: {exc.strerror or exc}") from None
             self.toolbox = Toolbox(self.state_dir, self.fs.root)
             if config.glibc is not None and not re.fullmatch(r"\d+\.\d+", config.glibc):
-                raise ValueError(f"glibc {config.glibc!r}: expected a version such as 2.31")
-            self.toolbox.install(android=not config.linux_board, glibc=config.glibc)
+                raise DeviceStartError(f"glibc {config.glibc!r}: expected a version such as 2.31")
+            self.toolbox.install(android=not config.linux_board, glibc=config.glibc,
+                                 userland=config.userland)
             self.mapper = CommandMapper(self.link, config.prefixes)
             self._listen()
             serial = config.serial or f"virtual-{self._port}"
@@ -119,6 +172,9 @@ class VirtualDevice:
             log.warning("port %d is in 5555-5585, which adb servers probe for emulators: the "
                         "device may be listed twice (start the server with ADB_EMU=0)", self._port)
         log.info("virtual device listening on %s (root %s)", self.address, self.fs.root)
+        if self.authenticator is not None:
+            log.info("adb authentication on: keys accepted from %s",
+                     self.authenticator.describe())
         if config.vanish_after is not None:
             self.vanish(after=config.vanish_after)
         return self
@@ -245,7 +301,7 @@ class VirtualDevice:
             ))
         names = (self.link, self.fs.root) if self.config.map_output else ()
         return ShellContext(cwd=self.link, env=env, map_command=self.mapper.map_command,
-                            output_names=names)
+                            output_names=names, shell=self.toolbox.userland.shell)
 
     def command_started(self, command: str) -> None:
         pattern = self.faults.vanish_on_command
@@ -283,14 +339,39 @@ class VirtualDevice:
 
     # ------------------------------------------------------------------ internals
 
+    def _authenticator(self, root: Path) -> Authenticator:
+        config = self.config
+        if config.authorized_keys is not None:
+            sources = tuple(KeySource(Path(path), required=True)
+                            for path in config.authorized_keys)
+        else:
+            sources = (KeySource(user_adb_key(), required=False),
+                       KeySource(Path(os.path.realpath(root)) / DEVICE_KEYS, required=False))
+        authenticator = Authenticator(sources)
+        why = ("it listens on " + config.host) if not is_loopback(config.host) else "auth is on"
+        try:
+            count = authenticator.check()
+        except KeyFileError as exc:
+            raise DeviceStartError(f"authorized keys: {exc}") from None
+        if count == 0:
+            raise DeviceStartError(
+                f"adb authentication is required ({why}) but no key is accepted: "
+                f"{authenticator.describe()} hold none; name the adbkey.pub of each machine "
+                "allowed in with --authorized-keys FILE")
+        return authenticator
+
     def _listen(self) -> None:
+        if not 0 <= self._port <= 65535:
+            raise DeviceStartError(f"port {self._port}: expected 0 to 65535 (0 picks a free one)")
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             listener.bind((self.config.host, self._port))
-        except OSError:
+        except OSError as exc:
             listener.close()
-            raise
+            raise DeviceStartError(
+                f"cannot listen on {self.config.host}:{self._port} "
+                f"({exc.strerror or exc}): pick another port, or 0") from None
         listener.listen(64)
         self._port = listener.getsockname()[1]
         with self._lock:
@@ -334,13 +415,13 @@ class VirtualDevice:
         env = dict(os.environ)
         link = self.link
         env.update(
-            PATH=f"{self.toolbox.bin_dir}:{env.get('PATH') or '/usr/bin:/bin'}",
+            PATH=self.toolbox.search_path(env.get("PATH") or "/usr/bin:/bin"),
             HOME=link,
             PWD=link,
             TMPDIR=f"{link}/data/local/tmp",
             ANDROID_DATA=f"{link}/data",
             EXTERNAL_STORAGE=f"{link}/sdcard",
-            SHELL="/bin/sh",
+            SHELL=self.toolbox.userland.shell,
         )
         return env
 
@@ -358,6 +439,16 @@ class VirtualDevice:
     def _fault_mark(self) -> Path:
         assert self.state_dir is not None
         return self.state_dir / "runner-fault-fired"
+
+
+def _make_root(root: Path) -> None:
+    if root.exists() and not root.is_dir():
+        raise DeviceStartError(f"the root {root} is a file, not a directory: name a directory "
+                               "(it is created if missing)")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DeviceStartError(f"cannot create the root {root}: {exc.strerror or exc}") from None
 
 
 def _state_parent() -> str:

@@ -75,16 +75,23 @@ class Stream:
         if chunk is not None:
             self.conn.send_write(self.local_id, self.remote_id, chunk)
 
-    def peer_closed(self) -> None:
-        """CLSE from the host, or the connection is gone: no more reads or writes."""
+    def peer_closed(self, answer: bool = False) -> None:
+        """CLSE from the host (answer=True), or the connection is gone: no more reads or writes.
+
+        A CLSE is answered with ours, as adbd's socket code does, unless we sent ours already:
+        deciding under the lock that close() takes means exactly one CLSE leaves in any race.
+        """
         with self._cond:
             if self._peer_closed:
                 return
             self._peer_closed = True
+            answer = answer and not self._closed
             self._out.clear()
             self._out_size = 0
             callbacks = list(self._on_peer_close)
             self._cond.notify_all()
+        if answer:
+            self.conn.send_close(self.local_id, self.remote_id)
         for callback in callbacks:
             callback()
 

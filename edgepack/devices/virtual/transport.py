@@ -1,5 +1,10 @@
 """One adb transport connection from the host's adb server: CNXN, then streams.
 
+With authentication on (auth.py), the host's CNXN is answered with AUTH(TOKEN) and nothing but
+AUTH is heard until a signature matches an accepted key; only then does the device send its
+CNXN, with adbd's version and the smaller of the two max payloads. Every new CNXN starts over,
+authentication included, as it does on adbd.
+
 A reader thread parses messages and routes them; every accepted OPEN gets a Stream and a thread
 running its service. Writes come from any thread under one lock, each message in one
 scatter-gather send. The adb server reads its side without ever blocking on us, so a writer
@@ -16,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from edgepack.devices.virtual import auth
 from edgepack.devices.virtual import protocol as p
 from edgepack.devices.virtual.stream import Buffer, Stream, StreamClosed
 
@@ -39,6 +45,9 @@ class Connection:
         self.host_version = p.A_VERSION_MIN
         self.host_features: frozenset[str] = frozenset()
         self.online = False
+        self._token: bytes | None = None  # the AUTH token awaiting a signature
+        self._auth_failures = 0
+        self._refused_key_logged = False
         self._rfile = sock.makefile("rb", buffering=256 * 1024)
         self._send_lock = threading.Lock()
         self._streams: dict[int, Stream] = {}
@@ -152,6 +161,8 @@ class Connection:
         command = header.command
         if command == p.A_CNXN:
             self._on_connect(header, payload)
+        elif command == p.A_AUTH:
+            self._on_auth(header.arg0, payload)
         elif not self.online:
             log.debug("%s: %s before CNXN ignored", self.peer, header.name)
         elif command == p.A_OPEN:
@@ -171,7 +182,9 @@ class Connection:
             stream = self._stream(header.arg1)
             if stream is not None:
                 self.forget(stream)
-                stream.peer_closed()
+                # adbd answers with a CLSE of its own; adb-shell waits for it after every sync
+                # request and would time out without it.
+                stream.peer_closed(answer=True)
         else:
             log.debug("%s: %s ignored", self.peer, header.name)
 
@@ -183,7 +196,9 @@ class Connection:
         if self.online:
             # The host restarted its side of the transport: every stream of the old one ends.
             self._close_streams()
-        self.host_version = header.arg0
+        self.online = False
+        # adbd's update_version: the lower of the two versions, the smaller of the two payloads.
+        self.host_version = min(header.arg0, p.A_VERSION)
         self.max_send = max(1, min(header.arg1, p.MAX_PAYLOAD))
         banner = payload.rstrip(b"\0").decode("utf-8", "replace")
         _, _, rest = banner.partition("::")
@@ -191,11 +206,57 @@ class Connection:
             key, _, value = entry.partition("=")
             if key == "features":
                 self.host_features = frozenset(f for f in value.split(",") if f)
-        version = min(self.host_version, p.A_VERSION) if self.host_version else p.A_VERSION
-        self.send(p.A_CNXN, version, p.MAX_PAYLOAD, self.device.banner())
+        if self.device.authenticator is None:
+            self._go_online()
+        else:
+            self._send_token()
+
+    def _go_online(self) -> None:
+        self._token = None
+        self.send(p.A_CNXN, p.A_VERSION, self.max_send, self.device.banner())
         self.online = True
         log.info("%s: connected (host version 0x%08x, max payload %d)",
                  self.peer, self.host_version, self.max_send)
+
+    def _send_token(self) -> None:
+        self._token = auth.new_token()
+        self.send(p.A_AUTH, auth.AUTH_TOKEN, 0, self._token)
+
+    def _on_auth(self, kind: int, payload: bytes) -> None:
+        authenticator = self.device.authenticator
+        if authenticator is None or self._token is None:
+            log.debug("%s: AUTH %d not asked for, ignored", self.peer, kind)
+            return
+        if kind == auth.AUTH_SIGNATURE:
+            key = authenticator.verify(self._token, payload)
+            if key is not None:
+                log.info("%s: authorized by key %s %r (%s)", self.peer, key.fingerprint,
+                         key.comment, key.origin)
+                self._auth_failures = 0
+                self._go_online()
+                return
+            self._auth_failures += 1
+            log.info("%s: a signature matched no accepted key", self.peer)
+            if self._auth_failures > auth.FAILURES_BEFORE_DELAY:
+                time.sleep(1.0)  # as adbd: a client guessing signatures gets one try a second
+            self._send_token()  # a fresh token: the host tries its next key
+        elif kind == auth.AUTH_RSAPUBLICKEY:
+            # adbd would ask the phone's user; nobody is there to ask, so the key is refused by
+            # not answering at all, and the host lists the device "unauthorized".
+            if not self._refused_key_logged:
+                self._refused_key_logged = True
+                try:
+                    offered = auth.parse_key_line(
+                        payload.rstrip(b"\0").decode("ascii", "replace"), "offered")
+                    what = f"{offered.fingerprint} {offered.comment!r}"
+                except auth.KeyFileError:
+                    what = "(not a valid adb key)"
+                log.warning("%s: refused an unknown key %s; to accept it, add the host's "
+                            "adbkey.pub line to %s", self.peer, what, authenticator.describe())
+        else:
+            # adbd takes the transport offline; only a new CNXN starts over.
+            log.info("%s: AUTH type %d: offline until the next CNXN", self.peer, kind)
+            self._token = None
 
     def _on_open(self, remote_id: int, payload: bytes) -> None:
         service = payload.rstrip(b"\0").decode("utf-8", "surrogateescape")

@@ -1,4 +1,5 @@
-"""`shell:` (v1, raw), `shell,v2:` (the shell protocol) and `exec:`: real `sh -c` processes.
+"""`shell:` (v1, raw), `shell,v2:` (the shell protocol) and `exec:`: real `sh -c` processes,
+under the device's userland's shell (mksh for an Android userland, tools.Userland).
 
 v1 sends the process's stdout and stderr merged, raw, then CLSE; no exit code. v2 frames
 everything as packets (id u8, length u32 LE, data): stdin 0, stdout 1, stderr 2, exit 3 (one
@@ -62,6 +63,7 @@ class ShellContext:
     env: dict[str, str]
     map_command: Callable[[str], str]
     output_names: tuple[str, ...]  # host names of the root to turn back into `/` (empty: off)
+    shell: str = "/bin/sh"  # the userland's: mksh on an Android userland (tools.Userland)
 
 
 def serve_shell(stream: Stream, *, request: ShellRequest, device: VirtualDevice) -> None:
@@ -69,9 +71,9 @@ def serve_shell(stream: Stream, *, request: ShellRequest, device: VirtualDevice)
     if request.term:
         ctx.env["TERM"] = request.term
     if request.command:
-        argv = ["/bin/sh", "-c", ctx.map_command(request.command)]
+        argv = [ctx.shell, "-c", ctx.map_command(request.command)]
     else:
-        argv = ["/bin/sh", "-i"] if request.pty else ["/bin/sh"]
+        argv = [ctx.shell, "-i"] if request.pty else [ctx.shell]
     session = _Session(stream, request, device, ctx, argv)
     session.run()
 
