@@ -23,13 +23,22 @@ from edgepack.compare import OutputVerdict, compare_outputs, read_outputs
 # than inside deploy(), whose wall time is the device's work.
 from edgepack.devices.adb import DEVICE_ROOT
 from edgepack.devices.base import DeviceInfo
-from edgepack.devices.lock import device_lock
+from edgepack.devices.lock import HeldLock, device_lock
 from edgepack.devices.staging import DirSync, LocalFile, survey_command, sync_dirs
 from edgepack.errors import EdgepackError, ExitCode
 from edgepack.runner.cache import RunnerBuild, find_runner, version_key
 from edgepack.runner.local import device_command, run_local
 from edgepack.runner.result import RunConfig, RunnerResult, parse_runner_output
-from edgepack.runner.targets import ZIG_GLIBC, get_target
+from edgepack.runner.targets import (
+    TARGETS,
+    ZIG_GLIBC,
+    Arch,
+    device_archs,
+    get_target,
+    target_arch,
+    target_for_android_abi,
+    target_for_linux_machine,
+)
 from edgepack.stats import LatencyStats, latency_stats
 
 if TYPE_CHECKING:
@@ -223,6 +232,26 @@ class DeployListener:
         return None
 
 
+# In a run's directory on the device while it is scratch (not kept with --keep): what the next
+# deploy, once it holds the lock, removes when the run's own deploy did not (cut off, killed).
+SCRATCH_MARK = ".edgepack-scratch"
+_STALE_MARK = "::edgepack-stale::"
+
+
+def stale_runs_command(runs_dir: str) -> str:
+    """Removes every run directory marked as scratch, printing each one's name. Run by a deploy
+    that holds the lock, so none of them is a running deploy's: while the lock is held no other
+    deploy runs on the device."""
+    return (f"for ep_m in {shlex.quote(runs_dir)}/*/{SCRATCH_MARK}; do "
+            "[ -f \"$ep_m\" ] || continue; ep_x=${ep_m%/*}; "
+            f"rm -rf \"$ep_x\" && echo {_STALE_MARK} \"${{ep_x##*/}}\"; done")
+
+
+def _stale_removed(then_output: str | None) -> list[str]:
+    return [line.split(" ", 1)[1] for line in (then_output or "").splitlines()
+            if line.startswith(_STALE_MARK + " ")]
+
+
 def remote_paths(bundle_name: str, runner_id: str, run_id: str) -> tuple[str, str, str]:
     """(runner dir, bundle dir, run dir) on the device.
 
@@ -259,16 +288,20 @@ def deploy(
     lease = config.timeout_s * len(bundle.manifest.test_sets) + 600
     notes: list[str] = []
     dirs = _staged_dirs(bundle, runner, paths)
-    # The lock is taken in the same round trip as the survey of what the device holds.
-    with device_lock(device, DEVICE_ROOT, lease, options.break_lock,
-                     then=survey_command(dirs)) as lock:
+    # The lock is taken in the same round trip as the survey of what the device holds, and as
+    # the removal of scratch that deploys cut off (a device that vanished, a process killed)
+    # left behind.
+    then = stale_runs_command(f"{DEVICE_ROOT}/runs") + "; " + survey_command(dirs)
+    with device_lock(device, DEVICE_ROOT, lease, options.break_lock, then=then) as lock:
+        notes += [f"removed the scratch of an unfinished run from the device: runs/{name}"
+                  for name in _stale_removed(lock.then_output)]
         if options.keep:
             notes.append(f"kept the run's files on the device in {paths[2]}")
         else:
             lock.on_release(f"rm -rf {shlex.quote(paths[2])}")
         listener.stage(f"{device.serial}: pushing the {runner.target} runner and {bundle.name}")
         transfer = _stage(device, dirs, lock.then_output, listener)
-        sets, run_s, pull_s = _run_sets(device, bundle, config, paths, options, listener)
+        sets, run_s, pull_s = _run_sets(device, bundle, config, paths, options, listener, lock)
     return DeployResult(
         bundle_name=bundle.name,
         bundle_sha256=bundle.sha256,
@@ -305,8 +338,48 @@ def _runner_for(serial: str, info: DeviceInfo, override: str | None) -> RunnerBu
             f"`edgepack runner build --target {target.name}`",
             ExitCode.DEVICE,
         )
+    check_arch(serial, info, runner)
     check_glibc(serial, info, runner)
     return runner
+
+
+def check_arch(serial: str, info: DeviceInfo, runner: RunnerBuild) -> None:
+    """A runner for another architecture fails on the device only after it was pushed, with the
+    shell's "not found" or "Syntax error"; say so before pushing anything, with the target that
+    fits. Judged by the runner's ELF header against every ABI the device lists and its
+    `uname -m`; a device that reports nothing edgepack knows is not judged."""
+    arch = runner.arch
+    runs = device_archs(info.abis, info.machine)
+    if arch is None or not runs or arch in runs:
+        return
+    facts = [f"ABIs {', '.join(info.abis)}"] if info.kind == "android" and info.abis else []
+    facts += [f"uname -m {info.machine}"] if info.machine else []
+    reported = "; ".join(facts) or ", ".join(info.abis)
+    fits = _fitting_target(info, runs)
+    fix = (f"use --runner-target {fits}" if fits
+           else "no runner target edgepack builds fits it")
+    raise EdgepackError(
+        f"{serial} runs {_describe_archs(runs)} programs ({reported}), but the {runner.target} "
+        f"runner is built for {arch.describe()} and would not start there; {fix}",
+        ExitCode.DEVICE,
+    )
+
+
+def _describe_archs(archs: set[Arch]) -> str:
+    return " and ".join(sorted(a.describe() for a in archs))
+
+
+def _fitting_target(info: DeviceInfo, runs: set[Arch]) -> str | None:
+    candidates = [info.runner_target]
+    candidates += [t.name for t in map(target_for_android_abi, info.abis) if t is not None]
+    if info.kind != "android":
+        linux = target_for_linux_machine(info.machine or "")
+        candidates.append(linux.name if linux else None)
+    for name in candidates:
+        target = TARGETS.get(name or "")
+        if target is not None and target_arch(target) in runs:
+            return target.name
+    return None
 
 
 def check_glibc(serial: str, info: DeviceInfo, runner: RunnerBuild) -> None:
@@ -367,9 +440,10 @@ def _run_sets(
     paths: tuple[str, str, str],
     options: DeployOptions,
     listener: DeployListener,
+    lock: HeldLock,
 ) -> tuple[list[SetResult], float, float]:
     """Run the runner once per test set, pull its outputs and judge them; (sets, run seconds,
-    pull seconds)."""
+    pull seconds). Each run starts only while the device lock is still this deploy's."""
     bin_dir, bundle_dir, run_dir = paths
     sets: list[SetResult] = []
     run_s = pull_s = 0.0
@@ -380,8 +454,12 @@ def _run_sets(
             listener.stage(f"{device.serial}: running input set {test_set.index}")
             remote_out = f"{run_dir}/{test_set.dir}"
             profile = f"{run_dir}/profile_{test_set.index}" if cfg.profile else None
-            command = (
-                f"mkdir -p {shlex.quote(remote_out)} && cd {shlex.quote(run_dir)} && "
+            # Marked before the runner writes anything, so a run cut off is known as scratch.
+            mark = "" if options.keep else (
+                f" && echo {shlex.quote(lock.token)} > "
+                f"{shlex.quote(f'{run_dir}/{SCRATCH_MARK}')}")
+            command = lock.guard(
+                f"mkdir -p {shlex.quote(remote_out)}{mark} && cd {shlex.quote(run_dir)} && "
                 + device_command(bin_dir, f"{bundle_dir}/{bundle.manifest.model.file}",
                                  f"{bundle_dir}/{test_set.dir}", remote_out, cfg, profile)
             )
@@ -389,6 +467,7 @@ def _run_sets(
             shell = device.shell(command, timeout=cfg.timeout_s + 60)
             elapsed = time.perf_counter() - t0
             run_s += elapsed
+            lock.check_guard(device.serial, shell, f"input set {test_set.index}")
             result = _runner_result(device.serial, shell, elapsed, cfg.timeout_s)
 
             t0 = time.perf_counter()

@@ -85,6 +85,60 @@ def target_for_linux_machine(machine: str) -> Target | None:
 
 
 @dataclass(frozen=True)
+class Arch:
+    """What a program is built for, as its ELF header says: e_machine and EI_CLASS."""
+
+    machine: int
+    bits: int  # 32 or 64
+
+    def describe(self) -> str:
+        name = _ARCH_NAMES.get(self)
+        return name or f"{self.bits}-bit ELF machine {self.machine}"
+
+
+EM_386, EM_ARM, EM_X86_64, EM_AARCH64, EM_RISCV = 3, 40, 62, 183, 243
+_ARCH_NAMES = {
+    Arch(EM_X86_64, 64): "x86_64",
+    Arch(EM_AARCH64, 64): "aarch64 (64-bit ARM)",
+    Arch(EM_ARM, 32): "32-bit ARM",
+    Arch(EM_386, 32): "x86 (32-bit)",
+    Arch(EM_RISCV, 64): "riscv64",
+}
+# What devices call those: `uname -m`, and Android's ABI names (ro.product.cpu.abilist).
+_UNAME_ARCH = {
+    "x86_64": Arch(EM_X86_64, 64), "amd64": Arch(EM_X86_64, 64),
+    "aarch64": Arch(EM_AARCH64, 64), "arm64": Arch(EM_AARCH64, 64),
+    "armv7l": Arch(EM_ARM, 32), "armv8l": Arch(EM_ARM, 32), "armv7": Arch(EM_ARM, 32),
+    "armv6l": Arch(EM_ARM, 32), "arm": Arch(EM_ARM, 32),
+    "i686": Arch(EM_386, 32), "i586": Arch(EM_386, 32), "i386": Arch(EM_386, 32),
+    "riscv64": Arch(EM_RISCV, 64),
+}
+_ABI_ARCH = {
+    "arm64-v8a": Arch(EM_AARCH64, 64), "armeabi-v7a": Arch(EM_ARM, 32),
+    "armeabi": Arch(EM_ARM, 32), "x86": Arch(EM_386, 32), "x86_64": Arch(EM_X86_64, 64),
+    "riscv64": Arch(EM_RISCV, 64),
+}
+
+
+def target_arch(target: Target) -> Arch | None:
+    """The architecture a target's runner is built for."""
+    if target.android_abi is not None:
+        return _ABI_ARCH.get(target.android_abi)
+    return _UNAME_ARCH.get(target.machine)
+
+
+def device_archs(abis: list[str], machine: str | None) -> set[Arch]:
+    """What a device runs: every ABI it lists (an arm64 phone runs 32-bit ARM programs too, an
+    x86_64 emulator with ARM translation lists the ARM ABIs) and its kernel's `uname -m`. Empty
+    when it says nothing edgepack knows."""
+    archs = {_ABI_ARCH[a] for a in abis if a in _ABI_ARCH}
+    archs |= {_UNAME_ARCH[a] for a in abis if a in _UNAME_ARCH}  # a Linux board's abis: uname
+    if machine and machine.strip() in _UNAME_ARCH:
+        archs.add(_UNAME_ARCH[machine.strip()])
+    return archs
+
+
+@dataclass(frozen=True)
 class CMakeInvocation:
     """The configure and build commands for one target; run in order."""
 
