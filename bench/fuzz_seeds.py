@@ -1,8 +1,9 @@
 """Seed corpus and dictionary for bench/fuzz_tensorproto.sh.
 
 Seeds cover every dtype the runner carries, in raw_data and in the typed fields, packed and
-unpacked (onnx's own serializer only writes packed), plus the TensorProto files shipped in the
-onnx package's backend test data.
+unpacked (onnx's own serializer only writes packed), string tensors (empty strings, NUL bytes,
+non-ASCII, bytes that are not UTF-8, the fields in an unusual order), plus the TensorProto files
+shipped in the onnx package's backend test data.
 
     python bench/fuzz_seeds.py SEED_DIR DICT_FILE
 """
@@ -68,6 +69,17 @@ def seeds() -> list[bytes]:
             typed = helper.make_tensor(raw.name, elem, list(shape), arr.flatten().tolist())
             found.append(typed.SerializeToString())
             found.append(_unpacked(typed))
+    words = [b"", b"a", b"\x00", b"a\x00b", "é東".encode(), b"\xff\xfe", b"x" * 200]
+    for shape in [(), (0,), (3,), (2, 3), (1, 2, 1, 2)]:
+        count = int(np.prod(shape))
+        arr = np.array([words[i % len(words)] for i in range(count)], dtype=object)
+        proto = numpy_helper.from_array(arr.reshape(shape), "t_string")
+        found.append(proto.SerializeToString())
+        # Name first, dims last: protobuf allows any order, and a reader must too.
+        shuffled = b"\x42\x01s\x10\x08" + b"".join(
+            b"\x32" + _varint(len(w)) + w for w in arr.tolist()
+        ) + b"".join(b"\x08" + _varint(d) for d in shape)
+        found.append(shuffled)
     data = Path(onnx.__file__).parent / "backend" / "test" / "data"
     for path in sorted(data.glob("**/*.pb")):
         if path.stat().st_size <= MAX_SEED:

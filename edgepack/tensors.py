@@ -4,13 +4,21 @@ Bundles keep tensors in the ONNX test-data layout (`input_<i>.pb`, `output_<i>.p
 that reads ONNX test data (onnx_test_runner, onnxruntime_perf_test, edgepack-runner) reads them.
 
 Reading has a fast path for the files edgepack and its runner write (shape, type, name and
-`raw_data`, nothing else): a few lines of protobuf wire format, so that deploying and comparing
-never import onnx, whose import costs more than a redeploy's device work. Anything else (typed
-repeated fields, external data, segments, unusual types) goes to onnx itself.
+`raw_data`, or `string_data` for strings, nothing else): a few lines of protobuf wire format, so
+that deploying and comparing never import onnx, whose import costs more than a redeploy's device
+work. Anything else (typed repeated fields, external data, segments, unusual types) goes to onnx
+itself.
+
+String tensors (ONNX's STRING, dtype name `string`) are numpy object arrays of `str`, the
+representation onnxruntime's Python API takes and returns: read_tensor decodes each element of
+`string_data` as UTF-8 with the "surrogateescape" error handler, so bytes that are not UTF-8
+survive a read and a write unchanged (`string_bytes` gives any element's exact bytes back).
+write_tensor takes object arrays of str or bytes, and numpy's own str and bytes arrays.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +26,8 @@ import numpy as np
 from edgepack.errors import EdgepackError
 from edgepack.fileio import atomic_write_bytes
 
-# ONNX element types (TensorProto.DataType) edgepack moves between host and device, by their
-# numpy names; the runner supports exactly these.
+# The numeric ONNX element types (TensorProto.DataType) edgepack moves between host and device,
+# by their numpy names; the runner carries exactly these and STRING.
 DTYPES: dict[int, str] = {
     1: "float32",
     10: "float16",
@@ -36,9 +44,22 @@ DTYPES: dict[int, str] = {
 }
 
 # TensorProto field numbers the fast path understands; any other data field sends the file to
-# onnx (float_data 4, int32_data 5, string_data 6, int64_data 7, double_data 10, uint64_data 11,
-# segment 3, external_data 13, data_location 14).
-_DIMS, _DATA_TYPE, _NAME, _DOC, _RAW = 1, 2, 8, 12, 9
+# onnx (float_data 4, int32_data 5, int64_data 7, double_data 10, uint64_data 11, segment 3,
+# external_data 13, data_location 14).
+_DIMS, _DATA_TYPE, _STRINGS, _NAME, _DOC, _RAW = 1, 2, 6, 8, 12, 9
+
+
+STRING = "string"  # ONNX's STRING element type; numpy holds it as an object array
+_STRING_TYPE = 8  # TensorProto.STRING
+
+
+def array_dtype(array: np.ndarray) -> str:
+    """The dtype name edgepack records for an array: numpy's name, except that string tensors
+    (object arrays of str or bytes, as onnx and onnxruntime hand them out, or numpy's own
+    fixed-width str and bytes) are `string`, ONNX's own name, as model specs spell it."""
+    if array.dtype.kind in "OUS":
+        return STRING
+    return array.dtype.name
 
 
 def dtype_name(elem_type: int) -> str:
@@ -58,7 +79,7 @@ def read_tensor(path: Path) -> tuple[str, np.ndarray]:
         raise EdgepackError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise EdgepackError(f"{path}: is a directory, expected a TensorProto (.pb) file") from None
-    fast = decode_raw_tensor(data)
+    fast = _decode(data)
     if fast is not None:
         return fast
     return _read_with_onnx(path, data)
@@ -67,10 +88,19 @@ def read_tensor(path: Path) -> tuple[str, np.ndarray]:
 def decode_raw_tensor(data: bytes) -> tuple[str, np.ndarray] | None:
     """(name, array) of a TensorProto holding only dims, data_type, name, doc_string and
     raw_data of a type in DTYPES; None for anything else, malformed bytes included."""
+    decoded = _decode(data)
+    if decoded is None or decoded[1].dtype.kind == "O":
+        return None
+    return decoded
+
+
+def _decode(data: bytes) -> tuple[str, np.ndarray] | None:
+    """decode_raw_tensor, and also STRING tensors held in string_data."""
     dims: list[int] = []
     elem_type = 0
     name = ""
     raw: bytes | None = None
+    strings: list[bytes] = []
     pos, end = 0, len(data)
     try:
         while pos < end:
@@ -99,16 +129,28 @@ def decode_raw_tensor(data: bytes) -> tuple[str, np.ndarray] | None:
                     name = chunk.decode("utf-8")
                 elif field == _RAW:
                     raw = chunk
+                elif field == _STRINGS:
+                    strings.append(chunk)
                 elif field != _DOC:
                     return None
             else:
                 return None
     except (IndexError, UnicodeDecodeError):
         return None
-    if raw is None or elem_type not in DTYPES or any(d >= 2**62 for d in dims):
+    if any(d >= 2**62 for d in dims):
+        return None
+    # math.prod, not np.prod: int64 wraps, and dims whose product wraps to the element count
+    # found would pass the check below and fail in reshape.
+    count = math.prod(dims)
+    if elem_type == _STRING_TYPE:
+        if raw is not None or len(strings) != count:
+            return None
+        array = np.empty(len(strings), dtype=object)
+        array[:] = [s.decode("utf-8", "surrogateescape") for s in strings]
+        return name, array.reshape(dims)
+    if raw is None or strings or elem_type not in DTYPES:
         return None
     dtype = np.dtype(DTYPES[elem_type]).newbyteorder("<")
-    count = int(np.prod(dims, dtype=np.int64)) if dims else 1
     if count * dtype.itemsize != len(raw):
         return None
     array = np.frombuffer(raw, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
@@ -142,6 +184,8 @@ def _read_with_onnx(path: Path, data: bytes) -> tuple[str, np.ndarray]:
         array = numpy_helper.to_array(proto)
     except Exception as exc:
         raise EdgepackError(f"{path}: TensorProto cannot be read as an array ({exc})") from None
+    if array.dtype.kind in "OS":
+        array = as_strings(array)
     return proto.name, array
 
 
@@ -154,11 +198,43 @@ def _is_empty(proto: object) -> bool:
     )
 
 
+def string_bytes(value: object) -> bytes:
+    """The exact bytes of one element of a string tensor, as a TensorProto carries them."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    raise EdgepackError(
+        f"string tensors hold str or bytes, not {type(value).__name__} ({value!r:.40})"
+    )
+
+
+def as_strings(array: np.ndarray) -> np.ndarray:
+    """A string tensor (object array of str or bytes, or numpy's fixed-width str or bytes) as
+    the object array of str that read_tensor returns and onnxruntime takes; EdgepackError when
+    an element is neither str nor bytes."""
+    array = np.asarray(array)
+    flat = np.empty(array.size, dtype=object)
+    flat[:] = [
+        string_bytes(v).decode("utf-8", "surrogateescape") if not isinstance(v, str) else str(v)
+        for v in array.ravel().tolist()
+    ]
+    return flat.reshape(array.shape)
+
+
 def tensor_bytes(name: str, array: np.ndarray) -> bytes:
-    """Serialize an array as a named TensorProto, always with raw_data (deterministic bytes)."""
+    """Serialize an array as a named TensorProto, with raw_data, or string_data for strings
+    (deterministic bytes)."""
     from onnx import numpy_helper
 
     array = np.asarray(array)
+    if array_dtype(array) == STRING:
+        # numpy_helper keeps bytes as they are and encodes str strictly; giving it bytes keeps
+        # surrogate-escaped elements (bytes that were not UTF-8) byte for byte.
+        encoded = np.empty(array.size, dtype=object)
+        encoded[:] = [string_bytes(v) for v in array.ravel().tolist()]
+        array = encoded.reshape(array.shape)
+        return numpy_helper.from_array(array, name=name).SerializeToString(deterministic=True)
     # Not np.ascontiguousarray: it turns a 0-d array into shape (1,).
     if not array.flags.c_contiguous:
         array = array.copy(order="C")

@@ -2,11 +2,18 @@
 
 It reads the same files and writes the same files and report as edgepack-runner, so a host run
 goes through the steps a device run takes, and the two engines can be measured side by side.
+
+Two figures are measured differently from the runner's, because this process is not only the
+session: the threads are those the session's creation started (found by the name they inherit
+from the creating thread, so threads other code starts meanwhile do not count), and the peak
+RSS is the session's growth over the process's RSS just before it was created (labelled
+RSS_SESSION_GROWTH), not the whole interpreter's.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -14,7 +21,7 @@ import numpy as np
 
 from edgepack import __version__
 from edgepack.errors import EdgepackError, ExitCode, short
-from edgepack.runner.result import RunConfig, RunnerResult, TensorInfo
+from edgepack.runner.result import RSS_SESSION_GROWTH, RunConfig, RunnerResult, TensorInfo
 
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "xnnpack": "XnnpackExecutionProvider",
               "nnapi": "NnapiExecutionProvider"}
@@ -28,7 +35,7 @@ def run_python(
 ) -> RunnerResult:
     import onnxruntime as ort
 
-    from edgepack.tensors import read_tensor, write_tensor
+    from edgepack.tensors import STRING, array_dtype, read_tensor, write_tensor
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = config.threads
@@ -44,20 +51,30 @@ def run_python(
         fallback = (f"{provider} is not in this onnxruntime build "
                     f"(available: {', '.join(ort.get_available_providers())})")
         provider = "CPUExecutionProvider"
+
+    # Inputs are read before the session exists, as the runner reads them, so that the session's
+    # memory growth is the session's alone.
+    files = sorted(Path(inputs_dir).glob("input_*.pb"), key=_index)
+    arrays = [read_tensor(path) for path in files]
+    for path, (_, array) in zip(files, arrays, strict=True):
+        if array_dtype(array) == STRING:
+            _check_utf8(path, array)
+
+    memory = _SessionMemory()
     t0 = time.perf_counter()
     try:
-        session = ort.InferenceSession(str(model), opts, providers=[provider])
+        with _SessionThreads() as pool:
+            session = ort.InferenceSession(str(model), opts, providers=[provider])
     except Exception as exc:
         raise EdgepackError(f"onnxruntime cannot load {model}: {short(exc)}",
                             ExitCode.DEVICE) from None
     session_ms = (time.perf_counter() - t0) * 1e3
-    rss_after_load = _peak_rss_kb()
+    rss_after_load = memory.growth_kb()
+    threads_used = pool.used()
 
     model_inputs = session.get_inputs()
     feeds: dict[str, np.ndarray] = {}
-    files = sorted(Path(inputs_dir).glob("input_*.pb"), key=_index)
-    for position, path in enumerate(files):
-        name, array = read_tensor(path)
+    for position, (name, array) in enumerate(arrays):
         if not name and position < len(model_inputs):
             name = model_inputs[position].name
         feeds[name] = array
@@ -89,6 +106,9 @@ def run_python(
     except Exception as exc:
         raise EdgepackError(f"onnxruntime failed to run {model}: {short(exc)}",
                             ExitCode.DEVICE) from None
+    # Before the outputs are written: writing imports onnx, which grows this process, not the
+    # session.
+    rss_end = memory.growth_kb()
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -96,7 +116,7 @@ def run_python(
     for i, (meta, array) in enumerate(zip(session.get_outputs(), results, strict=True)):
         array = np.asarray(array)
         write_tensor(output_dir / f"output_{i}.pb", meta.name, array)
-        outputs.append(TensorInfo(meta.name, array.dtype.name, list(array.shape)))
+        outputs.append(TensorInfo(meta.name, array_dtype(array), list(array.shape)))
     profile_file = session.end_profiling() if profile_prefix else None
 
     return RunnerResult(
@@ -111,11 +131,13 @@ def run_python(
         first_inference_ms=first_ms,
         latencies_ms=latencies,
         peak_rss_kb_after_load=rss_after_load,
-        peak_rss_kb_end=_peak_rss_kb(),
+        peak_rss_kb_end=rss_end,
         inputs=[TensorInfo(m.name, _ort_type(m.type), list(m.shape)) for m in model_inputs],
         outputs=outputs,
         ep_fallback_reason=fallback,
         profile_file=profile_file,
+        threads_used=threads_used,
+        peak_rss_scope=RSS_SESSION_GROWTH,
     )
 
 
@@ -131,11 +153,97 @@ def _index(path: Path) -> int:
     return int(m.group(1)) if m else 0
 
 
-def _peak_rss_kb() -> int | None:
+def _check_utf8(path: Path, array: np.ndarray) -> None:
+    # onnxruntime's Python API encodes every str as UTF-8 (and turns bytes into their repr), so a
+    # string that is not UTF-8 cannot reach the session from here; the native runner takes any.
+    for index, value in enumerate(array.ravel().tolist()):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise EdgepackError(
+                f"{path}: string {index} is not UTF-8, which onnxruntime's Python API cannot "
+                "pass to a session; run it with --engine native", ExitCode.DEVICE) from None
+
+
+def _status_kb(key: str) -> int | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(key):
                 return int(line.split()[1])
-    except OSError:
+    except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+class _SessionMemory:
+    """What the process's resident memory grew by since it was created: the peak (VmHWM) over
+    the RSS of that moment. Writing 5 to clear_refs resets VmHWM to the current RSS (Linux 4.0+),
+    so an earlier peak of this process (a pack, numpy work, another session) is not counted;
+    where that is refused, the current RSS stands in for the peak, which it can only be below."""
+
+    def __init__(self) -> None:
+        self.base = _status_kb("VmRSS:")
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self.peak_key = "VmHWM:"
+        except OSError:
+            self.peak_key = "VmRSS:"
+
+    def growth_kb(self) -> int | None:
+        peak = _status_kb(self.peak_key)
+        if peak is None or self.base is None:
+            return None
+        return max(0, peak - self.base)
+
+
+class _SessionThreads:
+    """Counts the threads the calling thread starts inside the block. The calling thread takes
+    a unique name for the block, and Linux copies a thread's name into the threads it creates,
+    so the session's pool threads carry it; threads other code starts meanwhile (a bench's
+    device workers) carry their own creators' names, and threads that were there before the
+    block are left out whatever their name."""
+
+    def __init__(self) -> None:
+        self.me = threading.get_native_id()
+        self.marker = f"ep-{self.me}"[:15]
+        self.before: set[int] = set()
+        self.old: str | None = None
+
+    def __enter__(self) -> _SessionThreads:
+        comm = Path(f"/proc/self/task/{self.me}/comm")
+        try:
+            self.before = _tasks()
+            self.old = comm.read_text().rstrip("\n")
+            comm.write_text(self.marker)
+        except OSError:
+            self.old = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.old is not None:
+            try:
+                Path(f"/proc/self/task/{self.me}/comm").write_text(self.old)
+            except OSError:
+                pass
+
+    def used(self) -> int | None:
+        """The threads started in the block that are still alive, plus the calling thread,
+        which takes part in every run; None where /proc does not tell."""
+        if self.old is None:
+            return None
+        count = 0
+        try:
+            new = _tasks() - self.before - {self.me}
+        except OSError:
+            return None
+        for tid in new:
+            try:
+                if Path(f"/proc/self/task/{tid}/comm").read_text().rstrip("\n") == self.marker:
+                    count += 1
+            except OSError:
+                continue  # a thread that ended while we looked
+        return count + 1
+
+
+def _tasks() -> set[int]:
+    return {int(t.name) for t in Path("/proc/self/task").iterdir()}

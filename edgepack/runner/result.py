@@ -20,6 +20,12 @@ RUNNER_SCHEMA = "edgepack-runner/1"
 EXECUTION_PROVIDERS = ("cpu", "xnnpack", "nnapi")
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 
+# What a result's peak RSS figures cover. The native runner's VmHWM is its whole process; the
+# Python engine's process holds the interpreter, numpy and edgepack too, so it reports what the
+# session added instead, and the two must never be set side by side as if alike.
+RSS_PROCESS = "process"
+RSS_SESSION_GROWTH = "session growth"
+
 # The runner's exit codes; each has its own `error.kind` in the JSON document.
 RUNNER_EXIT_CODES = {
     2: "bad_arguments",
@@ -117,7 +123,7 @@ class RunnerResult:
     engine: str  # "native" or "python"
     ep_requested: str
     ep_used: str
-    threads: int
+    threads: int  # as asked: 0 is onnxruntime's default
     optimization: str
     session_create_ms: float
     first_inference_ms: float
@@ -128,7 +134,21 @@ class RunnerResult:
     outputs: list[TensorInfo]
     ep_fallback_reason: str | None = None
     profile_file: str | None = None
+    # The intra-op threads the session ran the model on, measured (its pool's threads plus the
+    # calling thread); None when the platform does not tell.
+    threads_used: int | None = None
+    peak_rss_scope: str = RSS_PROCESS  # what peak_rss_kb_* cover: RSS_PROCESS or RSS_SESSION_GROWTH
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def threads_text(self) -> str:
+        """The threads as reports show them: the measured figure, and what was asked when that
+        differs (--threads 0 asks for onnxruntime's default)."""
+        asked = "onnxruntime's default" if self.threads == 0 else str(self.threads)
+        if self.threads_used is None:
+            return asked
+        if self.threads_used == self.threads:
+            return str(self.threads_used)
+        return f"{self.threads_used} (asked {asked})"
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -181,6 +201,9 @@ def parse_runner_output(stdout: str, exit_code: int, stderr: str = "") -> Runner
             outputs=[TensorInfo(t["name"], t["dtype"], list(t["shape"])) for t in doc["outputs"]],
             ep_fallback_reason=doc.get("ep_fallback_reason"),
             profile_file=doc.get("profile_file"),
+            threads_used=_opt_int(doc.get("threads_used")),
+            # Runners from before the field measured their whole process, as they still do.
+            peak_rss_scope=str(doc.get("peak_rss_scope", RSS_PROCESS)),
             extra={k: v for k, v in doc.items() if k not in _KNOWN_KEYS},
         )
     except (KeyError, TypeError, ValueError) as exc:
@@ -191,7 +214,7 @@ _KNOWN_KEYS = {
     "schema", "status", "runner_version", "onnxruntime_version", "engine", "ep_requested",
     "ep_used", "threads", "optimization", "session_create_ms", "first_inference_ms",
     "latencies_ms", "peak_rss_kb_after_load", "peak_rss_kb_end", "inputs", "outputs",
-    "ep_fallback_reason", "profile_file",
+    "ep_fallback_reason", "profile_file", "threads_used", "peak_rss_scope",
 }
 
 

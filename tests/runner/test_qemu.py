@@ -96,3 +96,26 @@ def test_conv_model_under_qemu_matches_host(aarch64_runner, tmp_path):
 
     name = ort.InferenceSession(str(case / "model.onnx")).get_inputs()[0].name
     _compare(tmp_path / "out", ort_run(case / "model.onnx", {name: x}))
+
+
+def test_strings_under_qemu_are_the_hosts_bytes(aarch64_runner, tmp_path):
+    """String kernels are exact: the aarch64 runner writes what onnx writes for the host's
+    outputs, NUL bytes and non-ASCII included; and it counts its threads there too."""
+    import onnxruntime as ort
+
+    from edgepack.runner.qemu import run_qemu
+    from edgepack.tensors import write_tensor
+    from tests.runner.test_strings import AWKWARD, strings_model
+
+    model = save_model(strings_model(), tmp_path / "m")
+    x = np.array(AWKWARD, dtype=object)
+    (tmp_path / "s").mkdir()
+    write_tensor(tmp_path / "s" / "input_0.pb", "x", x)
+    result = run_qemu(aarch64_runner, model, tmp_path / "s", tmp_path / "out",
+                      RunConfig(warmup=0, iterations=1, threads=2))
+    assert result.threads_used == 2
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    for i, (meta, expected) in enumerate(zip(session.get_outputs(), session.run(None, {"x": x}),
+                                             strict=True)):
+        assert (tmp_path / "out" / f"output_{i}.pb").read_bytes() == \
+            numpy_helper.from_array(expected, meta.name).SerializeToString()

@@ -77,6 +77,34 @@ def test_sequence_output_and_scalar_input_are_clean(asan_runner, tmp_path):
     assert code == 0 and [o["file"] for o in doc["outputs"]] == [None, "output_1.pb"]
 
 
+def test_string_inputs_and_outputs_are_clean(asan_runner, tmp_path):
+    from edgepack.tensors import read_tensor, write_tensor
+    from tests.runner.test_strings import AWKWARD, strings_model
+
+    model = save_model(strings_model(), tmp_path / "m")
+    inputs = tmp_path / "s"
+    inputs.mkdir()
+    write_tensor(inputs / "input_0.pb", "x", np.array(AWKWARD, dtype=object))
+    code, doc, _ = run(asan_runner, "--model", model, "--inputs", inputs,
+                       "--output-dir", tmp_path / "o", "--iterations", "2")
+    assert code == 0 and [o["dtype"] for o in doc["outputs"]] == ["string"] * 3, doc
+    assert read_tensor(tmp_path / "o" / "output_1.pb")[1].tolist() == AWKWARD
+    # Empty: no strings at all, and strings that are all empty.
+    write_tensor(inputs / "input_0.pb", "x", np.array(["", ""], dtype=object))
+    code, doc, _ = run(asan_runner, "--model", model, "--inputs", inputs,
+                       "--output-dir", tmp_path / "e", "--iterations", "1")
+    assert code == 0, doc
+    # (StringNormalizer refuses an empty input; Identity takes it.)
+    identity = save_model(make(helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.STRING, ["n"])],
+        [helper.make_tensor_value_info("y", TensorProto.STRING, ["n"])])), tmp_path / "i")
+    write_tensor(inputs / "input_0.pb", "x", np.empty(0, dtype=object))
+    code, doc, _ = run(asan_runner, "--model", identity, "--inputs", inputs,
+                       "--output-dir", tmp_path / "z", "--iterations", "1")
+    assert code == 0 and doc["outputs"][0]["shape"] == [0], doc
+
+
 @pytest.mark.parametrize("case", ["pytorch-converted/test_Conv2d",
                                   "simple/test_sequence_model1",
                                   "pytorch-converted/test_Embedding"])

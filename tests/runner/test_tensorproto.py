@@ -118,6 +118,45 @@ def test_bool_bytes_other_than_0_and_1_are_normalised(tp_tool, tmp_path):
     assert numpy_helper.to_array(TensorProto.FromString(written)).tolist() == [False, True, True]
 
 
+STRINGS = ["monday", "", "é ü 東京", "a\x00b", "\x00", "tail\x00\x00", "x" * 300]
+
+
+@pytest.mark.parametrize("shape", [(), (0,), (7,), (1, 7), (0, 3)])
+def test_string_tensors_round_trip_to_onnx_bytes(tp_tool, tmp_path, shape):
+    """string_data in, the same strings out: empty ones, non-ASCII, NUL bytes inside and at
+    the end (the reader and writer never treat a string as a C string), and the writer's bytes
+    equal onnx.numpy_helper's."""
+    count = int(np.prod(shape))
+    arr = np.array((STRINGS * 2)[:count], dtype=object).reshape(shape)
+    reference = numpy_helper.from_array(arr, "words").SerializeToString()
+    code, doc, written = tool(tp_tool, reference, tmp_path)
+    assert code == 0, doc
+    lengths = [len(s.encode()) for s in arr.ravel().tolist()]
+    assert doc == {"name": "words", "dtype": "string", "dims": list(shape),
+                   "nbytes": sum(lengths), "lengths": lengths}
+    assert written == reference
+
+
+def test_strings_that_are_not_utf8_and_fields_in_any_order(tp_tool, tmp_path):
+    # Bytes that are no UTF-8 at all, the name before the strings, the dims after them, and a
+    # float_data that a string tensor ignores, as onnx does.
+    data = (_ld(8, b"s") + _field(2, 0) + b"\x08" + _ld(6, b"\xff\xfe") + _ld(4, b"\x00" * 4)
+            + _ld(6, b"") + _field(1, 0) + b"\x02")
+    code, doc, written = tool(tp_tool, data, tmp_path)
+    assert code == 0, doc
+    assert doc["lengths"] == [2, 0]
+    proto = TensorProto.FromString(written)
+    assert list(proto.string_data) == [b"\xff\xfe", b""] and list(proto.dims) == [2]
+
+
+def test_string_data_of_a_numeric_tensor_is_ignored_as_onnx_does(tp_tool, tmp_path):
+    proto = numpy_helper.from_array(np.arange(3, dtype=np.int32), "n")
+    data = proto.SerializeToString() + _ld(6, b"stray")
+    code, doc, written = tool(tp_tool, data, tmp_path)
+    assert code == 0 and doc["dtype"] == "int32"
+    assert written == proto.SerializeToString()
+
+
 def test_unnamed_tensor_reads_with_an_empty_name(tp_tool, tmp_path):
     arr = np.ones((2,), np.float32)
     code, doc, _ = tool(tp_tool, numpy_helper.from_array(arr).SerializeToString(), tmp_path)
@@ -143,7 +182,16 @@ MALFORMED = {
     "raw_data too short": (_raw([4], raw=b"\x00" * 12), "raw_data holds 12 bytes"),
     "typed count mismatch": (_field(1, 0) + b"\x03" + _field(2, 0) + b"\x01"
                              + _ld(4, b"\x00" * 8), "float_data holds 2 values"),
-    "string dtype": (_raw([1], dtype=8), "not supported"),
+    "string in raw_data": (_raw([1], dtype=8), "raw_data cannot carry a string tensor"),
+    "fewer strings than dims": (_field(1, 0) + b"\x03" + _field(2, 0) + b"\x08" + _ld(6, b"a")
+                                + _ld(6, b""), "string_data holds 2 strings but dims say 3"),
+    # The dims promise 2^40 strings: refused before anything is allocated for them.
+    "huge dims, two strings": (_field(1, 0) + _varint(1 << 40) + _field(2, 0) + b"\x08"
+                               + _ld(6, b"a") + _ld(6, b"b"), "string_data holds 2 strings"),
+    "string dims overflow": (_raw([1 << 62, 1 << 62], dtype=8), "too large"),
+    "string past end": (_field(2, 0) + b"\x08" + _field(6, 2) + _varint(9) + b"abc",
+                        "string_data: 9 bytes declared"),
+    "string as varint": (_field(2, 0) + b"\x08" + _field(6, 0) + b"\x01", "string_data has wire"),
     "bfloat16 dtype": (_raw([1], dtype=16, raw=b"\x00\x00"), "not supported"),
     "external data": (_field(2, 0) + b"\x01" + _ld(13, _ld(1, b"location") + _ld(2, b"x.bin")),
                       "external"),
@@ -175,8 +223,10 @@ def test_every_truncation_and_bit_flip_is_handled(tp_tool, tmp_path):
     with a reason; never a crash or a sanitizer report (tool() checks)."""
     arr = np.arange(12, dtype=np.int64).reshape(3, 4)
     typed = helper.make_tensor("values", TensorProto.INT64, [3, 4], arr.flatten().tolist())
+    words = np.array(["ab", "", "c\x00d", "é"], dtype=object).reshape(2, 2)
     for data in (numpy_helper.from_array(arr, "values").SerializeToString(),
-                 typed.SerializeToString()):
+                 typed.SerializeToString(),
+                 numpy_helper.from_array(words, "words").SerializeToString()):
         variants = [data[:n] for n in range(len(data))]
         variants += [data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:] for i in range(len(data))]
         # One process per variant is slow; a manifest of files would need another tool mode,

@@ -145,21 +145,30 @@ static double now_ms(void) {
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-/* Peak resident set size (VmHWM) in kB, or -1 when /proc does not tell. */
-static long long peak_rss_kb(void) {
+/* A number from /proc/self/status ("VmHWM:" in kB, "Threads:"), or -1 when /proc does not
+ * tell. */
+static long long proc_status(const char *key) {
     FILE *f = fopen("/proc/self/status", "r");
     char line[256];
-    long long kb = -1;
+    size_t n = strlen(key);
+    long long v = -1;
     if (!f) return -1;
     while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, "VmHWM:", 6) == 0) {
-            kb = strtoll(line + 6, NULL, 10);
+        if (strncmp(line, key, n) == 0) {
+            v = strtoll(line + n, NULL, 10);
             break;
         }
     }
     fclose(f);
-    return kb;
+    return v;
 }
+
+/* Peak resident set size of the whole process, in kB. */
+static long long peak_rss_kb(void) { return proc_status("VmHWM:"); }
+
+/* Threads of the process. The runner starts none of its own, so those that appear while the
+ * session is created are its intra-op pool's (ORT's own, or XNNPACK's when it has the threads). */
+static long long process_threads(void) { return proc_status("Threads:"); }
 
 /* ---------------------------------------------------------------- arguments */
 
@@ -638,6 +647,25 @@ static size_t *match_inputs(const io_info *in, size_t n_in, input_file *files, s
     return file_of;
 }
 
+/* ORT's string tensors own std::string elements, so strings are copied in rather than wrapped:
+ * each element's buffer is sized first, then filled, since FillStringTensor would stop every
+ * string at its first NUL byte. */
+static OrtValue *string_tensor(OrtAllocator *alloc, const tp_tensor *t, const char *file) {
+    static const int64_t scalar_shape[1] = {0};
+    OrtValue *v;
+    ORT_CHECK(g_ort->CreateTensorAsOrtValue(alloc, t->ndims ? t->dims : scalar_shape, t->ndims,
+                                            ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING, &v),
+              EXIT_INPUT_MISMATCH, file);
+    for (size_t k = 0; k < t->count; k++) {
+        size_t n = t->offsets[k + 1] - t->offsets[k];
+        char *dst;
+        ORT_CHECK(g_ort->GetResizedStringTensorElementBuffer(v, k, n, &dst), EXIT_INPUT_MISMATCH,
+                  file);
+        if (n) memcpy(dst, (const char *)t->data + t->offsets[k], n);
+    }
+    return v;
+}
+
 /* ----------------------------------------------------------------- outputs */
 
 typedef struct {
@@ -691,6 +719,32 @@ static void ensure_dir(const char *dir) {
         fail(EXIT_OUTPUT_WRITE, "--output-dir %s: %s", dir, strerror(errno));
 }
 
+/* A string output as TensorProto string_data. The strings come out back to back with their
+ * start offsets, never as C strings: an element may hold NUL bytes. */
+static void write_string_output(OrtValue *val, const char *name, out_info *o, size_t count,
+                                const char *dir, size_t index) {
+    size_t total;
+    ORT_CHECK(g_ort->GetStringTensorDataLength(val, &total), EXIT_RUN_FAILURE, "reading outputs");
+    if (count >= SIZE_MAX / sizeof(size_t))
+        fail(EXIT_OUTPUT_WRITE, "output '%s' is too large", name);
+    uint8_t *chars = malloc(total ? total : 1);
+    size_t *offsets = malloc((count + 1) * sizeof *offsets);
+    if (!chars || !offsets) fail(EXIT_OUTPUT_WRITE, "out of memory reading output '%s'", name);
+    if (count)
+        ORT_CHECK(g_ort->GetStringTensorContent(val, chars, total, offsets, count),
+                  EXIT_RUN_FAILURE, "reading outputs");
+    offsets[count] = total;
+    uint8_t *buf;
+    size_t len;
+    if (tp_serialize_strings(name, o->dims, o->ndims, chars, offsets, count, &buf, &len) != 0)
+        fail(EXIT_OUTPUT_WRITE, "out of memory serializing output '%s'", name);
+    snprintf(o->file, sizeof o->file, "output_%zu.pb", index);
+    write_atomic(dir, o->file, buf, len);
+    free(buf);
+    free(chars);
+    free(offsets);
+}
+
 /* Records what each output is and, with an output directory, writes output_<i>.pb. */
 static void collect_outputs(OrtValue **vals, const io_info *meta, size_t n, const char *dir,
                             out_info *info) {
@@ -726,6 +780,10 @@ static void collect_outputs(OrtValue **vals, const io_info *meta, size_t n, cons
                   "reading outputs");
         g_ort->ReleaseTensorTypeAndShapeInfo(tsi);
         if (!dir) continue;
+        if (o->elem_type == TP_STRING) {
+            write_string_output(vals[i], meta[i].name, o, count, dir, i);
+            continue;
+        }
         size_t esize = tp_elem_size(o->elem_type);
         if (!esize) {
             fprintf(stderr, "edgepack-runner: output '%s' holds %s; it is reported but not "
@@ -862,10 +920,12 @@ int main(int argc, char **argv) {
                              "enabling profiling");
 
     OrtSession *session;
+    long long threads_before = process_threads();
     double t0 = now_ms();
     ORT_CHECK(g_ort->CreateSession(env, o.model, so, &session), EXIT_MODEL_LOAD, o.model);
     double session_create_ms = now_ms() - t0;
     long long rss_after_load = peak_rss_kb();
+    long long threads_after_load = process_threads();
 
     OrtAllocator *alloc;
     ORT_CHECK(g_ort->GetAllocatorWithDefaultOptions(&alloc), EXIT_MODEL_LOAD, "allocator");
@@ -889,6 +949,10 @@ int main(int argc, char **argv) {
         tp_tensor *t = &files[file_of[i]].t;
         static const int64_t scalar_shape[1] = {0}; /* a valid pointer for rank 0 */
         in_names[i] = in[i].name;
+        if (t->data_type == TP_STRING) {
+            in_vals[i] = string_tensor(alloc, t, files[file_of[i]].file);
+            continue;
+        }
         ORT_CHECK(g_ort->CreateTensorWithDataAsOrtValue(
                       mem, t->data, t->nbytes, t->ndims ? t->dims : scalar_shape, t->ndims,
                       (ONNXTensorElementDataType)t->data_type, &in_vals[i]),
@@ -904,6 +968,15 @@ int main(int argc, char **argv) {
     OrtStatus *st = RUN_ONCE();
     double first_inference_ms = now_ms() - t0;
     ORT_CHECK(st, EXIT_RUN_FAILURE, "first inference");
+    /* The threads the session runs the model on: those that appeared since just before it was
+     * created (its intra-op pool, ORT's or XNNPACK's, created eagerly; a pool made lazily shows
+     * up by the end of the first run), plus this thread, which takes part in every Run. With
+     * --threads N that is N; with 0 it is what ORT chose for this device. */
+    long long threads_now = process_threads();
+    if (threads_after_load > threads_now) threads_now = threads_after_load;
+    long long threads_used = threads_before > 0 && threads_now >= threads_before
+                                 ? threads_now - threads_before + 1
+                                 : -1;
     if (o.output_dir) ensure_dir(o.output_dir);
     collect_outputs(out_vals, outm, n_out, o.output_dir, oinfo);
     release_values(out_vals, n_out);
@@ -954,6 +1027,8 @@ int main(int argc, char **argv) {
     jw_key(&w, "ep_fallback_reason");
     if (fallback[0]) jw_string(&w, fallback); else jw_null(&w);
     jw_key(&w, "threads"); jw_int(&w, o.threads);
+    jw_key(&w, "threads_used");
+    if (threads_used > 0) jw_int(&w, threads_used); else jw_null(&w);
     jw_key(&w, "optimization"); jw_string(&w, o.optimization);
     jw_key(&w, "warmup"); jw_int(&w, o.warmup);
     jw_key(&w, "iterations"); jw_int(&w, (long long)lat.n);
@@ -969,6 +1044,8 @@ int main(int argc, char **argv) {
     if (rss_after_load >= 0) jw_int(&w, rss_after_load); else jw_null(&w);
     jw_key(&w, "peak_rss_kb_end");
     if (rss_end >= 0) jw_int(&w, rss_end); else jw_null(&w);
+    /* VmHWM covers the whole runner process: the session, the inputs and outputs, the library. */
+    jw_key(&w, "peak_rss_scope"); jw_string(&w, "process");
     jw_key(&w, "inputs");
     jw_begin_array(&w);
     for (size_t i = 0; i < n_in; i++) {

@@ -8,7 +8,7 @@
  *   13 external_data (message)         14 data_location (enum)  16 metadata_props (message)
  * Repeated numeric fields may arrive packed (wire type 2) or one value per tag, and a field may
  * occur several times: protobuf concatenates repeated fields and keeps the last of a singular one,
- * and so do we.
+ * and so do we. string_data is never packed: one length-delimited field per string.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -72,6 +72,7 @@ const char *tp_dtype_name(int32_t t) {
     case TP_DOUBLE: return "float64";
     case TP_UINT32: return "uint32";
     case TP_UINT64: return "uint64";
+    case TP_STRING: return "string";
     default: return NULL;
     }
 }
@@ -265,8 +266,53 @@ void tp_free(tp_tensor *t) {
     if (!t) return;
     free(t->name);
     free(t->dims);
+    free(t->offsets);
     tp_aligned_free(t->data);
     memset(t, 0, sizeof *t);
+}
+
+/* The second pass over a buffer tp_parse has already walked: copies the `count` strings of
+ * string_data (`total` bytes together) into out->data and out->offsets. */
+static int read_strings(const uint8_t *buf, size_t len, tp_tensor *out, size_t count, size_t total,
+                        errbuf *e) {
+    if (count >= SIZE_MAX / sizeof *out->offsets) {
+        set_err(e, "tensor too large for this machine");
+        return -1;
+    }
+    out->offsets = malloc((count + 1) * sizeof *out->offsets);
+    out->data = tp_aligned_alloc(total);
+    if (!out->offsets || !out->data) {
+        set_err(e, "out of memory for %zu strings of %zu bytes", count, total);
+        return -1;
+    }
+    reader r = {buf, buf, buf + len};
+    size_t k = 0, at = 0;
+    while (r.p < r.end) {
+        uint64_t tag;
+        if (varint_or_err(&r, &tag, e, "field tag")) return -1;
+        int wt = (int)(tag & 7);
+        if (tag >> 3 != 6) {
+            if (skip_field(&r, wt, tag >> 3, e)) return -1;
+            continue;
+        }
+        const uint8_t *p;
+        size_t n;
+        if (read_bytes(&r, &p, &n, e, "string_data")) return -1;
+        /* The first pass counted exactly these; anything else means the buffer changed. */
+        if (k == count || n > total - at) {
+            set_err(e, "string_data changed between passes");
+            return -1;
+        }
+        out->offsets[k++] = at;
+        if (n) memcpy((uint8_t *)out->data + at, p, n);
+        at += n;
+    }
+    if (k != count || at != total) {
+        set_err(e, "string_data changed between passes");
+        return -1;
+    }
+    out->offsets[count] = total;
+    return 0;
 }
 
 int tp_parse(const uint8_t *buf, size_t len, tp_tensor *out, char *err, size_t errlen) {
@@ -277,6 +323,10 @@ int tp_parse(const uint8_t *buf, size_t len, tp_tensor *out, char *err, size_t e
     const uint8_t *raw = NULL, *name = NULL;
     size_t raw_len = 0, name_len = 0;
     int has_raw = 0, has_name = 0;
+    /* string_data is only counted here; a second pass copies it once the dims have been checked
+     * against the count, so that hostile dims never size an allocation. Both sums are bounded
+     * by `len`: every string costs at least its tag and length bytes. */
+    size_t n_strings = 0, string_bytes = 0;
     int64_t data_type = 0;
     int rc = -1;
 
@@ -320,6 +370,15 @@ int tp_parse(const uint8_t *buf, size_t len, tp_tensor *out, char *err, size_t e
             if (wt != WT_VARINT && wt != WT_LEN) { wrong_wire(&e, "int32_data", wt); goto done; }
             if (read_varints(&r, wt, &i32, &e, "int32_data")) goto done;
             break;
+        case 6: {
+            const uint8_t *p;
+            size_t n;
+            if (wt != WT_LEN) { wrong_wire(&e, "string_data", wt); goto done; }
+            if (read_bytes(&r, &p, &n, &e, "string_data")) goto done;
+            n_strings++;
+            string_bytes += n;
+            break;
+        }
         case 7:
             if (wt != WT_VARINT && wt != WT_LEN) { wrong_wire(&e, "int64_data", wt); goto done; }
             if (read_varints(&r, wt, &i64, &e, "int64_data")) goto done;
@@ -357,7 +416,7 @@ int tp_parse(const uint8_t *buf, size_t len, tp_tensor *out, char *err, size_t e
             }
             break;
         }
-        default: /* string_data, doc_string, metadata_props and fields from the future */
+        default: /* doc_string, metadata_props and fields from the future */
             if (skip_field(&r, wt, field, &e)) goto done;
         }
     }
@@ -366,10 +425,13 @@ int tp_parse(const uint8_t *buf, size_t len, tp_tensor *out, char *err, size_t e
         set_err(&e, "no data_type: not a serialized onnx.TensorProto");
         goto done;
     }
-    size_t esize = (data_type > 0 && data_type <= INT32_MAX) ? tp_elem_size((int32_t)data_type) : 0;
+    int is_string = data_type == TP_STRING;
+    /* For strings the product of dims counts elements, one byte each as far as overflow goes. */
+    size_t esize = is_string ? 1
+                 : (data_type > 0 && data_type <= INT32_MAX) ? tp_elem_size((int32_t)data_type) : 0;
     if (!esize) {
         set_err(&e, "data type %lld is not supported (the runner carries float32, float16, float64, "
-                    "int8/16/32/64, uint8/16/32/64 and bool)", (long long)data_type);
+                    "int8/16/32/64, uint8/16/32/64, bool and string)", (long long)data_type);
         goto done;
     }
 
@@ -400,65 +462,83 @@ int tp_parse(const uint8_t *buf, size_t len, tp_tensor *out, char *err, size_t e
     }
     size_t nbytes = count * esize;
 
-    /* Check the data against the dims before allocating anything the dims ask for: dims alone
-     * are a claim, the bytes present in the file are the proof. */
-    const vec *src = NULL;
-    const char *fname = "raw_data";
-    if (has_raw) {
-        if (raw_len != nbytes) {
-            set_err(&e, "raw_data holds %zu bytes but dims and data_type need %zu", raw_len, nbytes);
+    if (is_string) {
+        if (has_raw) {
+            set_err(&e, "raw_data cannot carry a string tensor "
+                        "(onnx keeps strings in string_data)");
             goto done;
         }
-    } else {
-        /* Typed fields: which one carries which type is fixed by onnx.proto. */
-        switch (data_type) {
-        case TP_FLOAT: src = &f32; fname = "float_data"; break;
-        case TP_DOUBLE: src = &f64; fname = "double_data"; break;
-        case TP_INT64: src = &i64; fname = "int64_data"; break;
-        case TP_UINT32: case TP_UINT64: src = &u64; fname = "uint64_data"; break;
-        default: src = &i32; fname = "int32_data"; break;
-        }
-        if (src->len != count) {
-            set_err(&e, "%s holds %zu values but dims say %zu elements", fname, src->len, count);
+        if (n_strings != count) {
+            set_err(&e, "string_data holds %zu strings but dims say %zu elements", n_strings,
+                    count);
             goto done;
         }
-    }
-
-    out->data = tp_aligned_alloc(nbytes);
-    if (!out->data) {
-        set_err(&e, "out of memory for a tensor of %zu bytes", nbytes);
-        goto done;
-    }
-
-    if (has_raw) {
-        if (nbytes) memcpy(out->data, raw, nbytes);
+        if (read_strings(buf, len, out, count, string_bytes, &e)) goto done;
+        nbytes = string_bytes;
     } else {
-        if (src->elem == esize) {
-            if (nbytes) memcpy(out->data, src->data, nbytes);
+        /* Check the data against the dims before allocating anything the dims ask for: dims alone
+         * are a claim, the bytes present in the file are the proof. */
+        const vec *src = NULL;
+        const char *fname = "raw_data";
+        if (has_raw) {
+            if (raw_len != nbytes) {
+                set_err(&e, "raw_data holds %zu bytes but dims and data_type need %zu", raw_len,
+                        nbytes);
+                goto done;
+            }
         } else {
-            /* Varint storage (8 bytes) narrowed to the element type: two's complement truncation,
-             * which is what protobuf's int32 -> (u)int8/16 and float16 bit patterns mean. */
-            for (size_t i = 0; i < count; i++) {
-                uint64_t v;
-                memcpy(&v, src->data + i * 8, 8);
-                uint8_t *dst = (uint8_t *)out->data + i * esize;
-                if (esize == 1) {
-                    uint8_t b = (uint8_t)v;
-                    *dst = b;
-                } else if (esize == 2) {
-                    uint16_t h = (uint16_t)v;
-                    memcpy(dst, &h, 2);
-                } else {
-                    uint32_t w = (uint32_t)v;
-                    memcpy(dst, &w, 4);
+            /* Typed fields: which one carries which type is fixed by onnx.proto. */
+            switch (data_type) {
+            case TP_FLOAT: src = &f32; fname = "float_data"; break;
+            case TP_DOUBLE: src = &f64; fname = "double_data"; break;
+            case TP_INT64: src = &i64; fname = "int64_data"; break;
+            case TP_UINT32: case TP_UINT64: src = &u64; fname = "uint64_data"; break;
+            default: src = &i32; fname = "int32_data"; break;
+            }
+            if (src->len != count) {
+                set_err(&e, "%s holds %zu values but dims say %zu elements", fname, src->len,
+                        count);
+                goto done;
+            }
+        }
+
+        out->data = tp_aligned_alloc(nbytes);
+        if (!out->data) {
+            set_err(&e, "out of memory for a tensor of %zu bytes", nbytes);
+            goto done;
+        }
+
+        if (has_raw) {
+            if (nbytes) memcpy(out->data, raw, nbytes);
+        } else {
+            if (src->elem == esize) {
+                if (nbytes) memcpy(out->data, src->data, nbytes);
+            } else {
+                /* Varint storage (8 bytes) narrowed to the element type: two's complement
+                 * truncation, which is what protobuf's int32 -> (u)int8/16 and float16 bit
+                 * patterns mean. */
+                for (size_t i = 0; i < count; i++) {
+                    uint64_t v;
+                    memcpy(&v, src->data + i * 8, 8);
+                    uint8_t *dst = (uint8_t *)out->data + i * esize;
+                    if (esize == 1) {
+                        uint8_t b = (uint8_t)v;
+                        *dst = b;
+                    } else if (esize == 2) {
+                        uint16_t h = (uint16_t)v;
+                        memcpy(dst, &h, 2);
+                    } else {
+                        uint32_t w = (uint32_t)v;
+                        memcpy(dst, &w, 4);
+                    }
                 }
             }
         }
-    }
-    if (data_type == TP_BOOL) {
-        /* A bool byte other than 0 or 1 is undefined behaviour in ORT's C++ kernels. */
-        uint8_t *b = out->data;
-        for (size_t i = 0; i < count; i++) b[i] = b[i] != 0;
+        if (data_type == TP_BOOL) {
+            /* A bool byte other than 0 or 1 is undefined behaviour in ORT's C++ kernels. */
+            uint8_t *b = out->data;
+            for (size_t i = 0; i < count; i++) b[i] = b[i] != 0;
+        }
     }
 
     out->name = malloc(name_len + 1);
@@ -533,7 +613,7 @@ int tp_serialize(const char *name, int32_t data_type, const int64_t *dims, size_
     for (size_t i = 0; i < ndims; i++)
         if (add_size(&total, 1 + varint_len((uint64_t)dims[i]))) return -1;
     if (add_size(&total, 1 + varint_len((uint64_t)(int64_t)data_type))) return -1;
-    if (name && (add_size(&total, 1 + varint_len(name_len)) || add_size(&total, name_len)))
+    if (name_len && (add_size(&total, 1 + varint_len(name_len)) || add_size(&total, name_len)))
         return -1;
     if (add_size(&total, 1 + varint_len(nbytes)) || add_size(&total, nbytes)) return -1;
 
@@ -546,7 +626,7 @@ int tp_serialize(const char *name, int32_t data_type, const int64_t *dims, size_
     }
     *p++ = (2 << 3) | WT_VARINT;
     p = put_varint(p, (uint64_t)(int64_t)data_type);
-    if (name) {
+    if (name_len) {
         *p++ = (8 << 3) | WT_LEN;
         p = put_varint(p, name_len);
         memcpy(p, name, name_len);
@@ -556,6 +636,49 @@ int tp_serialize(const char *name, int32_t data_type, const int64_t *dims, size_
     p = put_varint(p, nbytes);
     if (nbytes) memcpy(p, data, nbytes);
     p += nbytes;
+    *out = buf;
+    *out_len = (size_t)(p - buf);
+    return 0;
+}
+
+int tp_serialize_strings(const char *name, const int64_t *dims, size_t ndims, const uint8_t *data,
+                         const size_t *offsets, size_t count, uint8_t **out, size_t *out_len) {
+    size_t total = 0, name_len = name ? strlen(name) : 0;
+    *out = NULL;
+    *out_len = 0;
+    for (size_t i = 0; i < ndims; i++)
+        if (add_size(&total, 1 + varint_len((uint64_t)dims[i]))) return -1;
+    if (add_size(&total, 1 + varint_len(TP_STRING))) return -1;
+    for (size_t i = 0; i < count; i++) {
+        if (offsets[i + 1] < offsets[i]) return -1;
+        size_t n = offsets[i + 1] - offsets[i];
+        if (add_size(&total, 1 + varint_len(n)) || add_size(&total, n)) return -1;
+    }
+    if (name_len && (add_size(&total, 1 + varint_len(name_len)) || add_size(&total, name_len)))
+        return -1;
+
+    uint8_t *buf = malloc(total ? total : 1);
+    if (!buf) return -1;
+    uint8_t *p = buf;
+    for (size_t i = 0; i < ndims; i++) {
+        *p++ = (1 << 3) | WT_VARINT;
+        p = put_varint(p, (uint64_t)dims[i]);
+    }
+    *p++ = (2 << 3) | WT_VARINT;
+    p = put_varint(p, TP_STRING);
+    for (size_t i = 0; i < count; i++) {
+        size_t n = offsets[i + 1] - offsets[i];
+        *p++ = (6 << 3) | WT_LEN;
+        p = put_varint(p, n);
+        if (n) memcpy(p, data + offsets[i], n);
+        p += n;
+    }
+    if (name_len) {
+        *p++ = (8 << 3) | WT_LEN;
+        p = put_varint(p, name_len);
+        memcpy(p, name, name_len);
+        p += name_len;
+    }
     *out = buf;
     *out_len = (size_t)(p - buf);
     return 0;

@@ -34,14 +34,19 @@ typedef struct {
     size_t ndims;
     int64_t *dims;    /* ndims entries (NULL when ndims == 0: a scalar) */
     size_t count;     /* number of elements: product of dims */
-    size_t nbytes;    /* count * element size */
-    void *data;       /* little-endian elements, 64-byte aligned, at least 1 byte allocated */
+    size_t nbytes;    /* count * element size; for TP_STRING the strings' total length */
+    void *data;       /* little-endian elements, 64-byte aligned, at least 1 byte allocated;
+                       * for TP_STRING the strings' bytes back to back, with no terminators:
+                       * a string may hold any byte, NUL included */
+    size_t *offsets;  /* TP_STRING only (else NULL): count + 1 entries, string i is
+                       * data[offsets[i]] .. data[offsets[i + 1] - 1] */
 } tp_tensor;
 
-/* Byte size of one element, or 0 for types the runner does not carry. */
+/* Byte size of one element, or 0 for strings and for types the runner does not carry. */
 size_t tp_elem_size(int32_t data_type);
 
-/* numpy's name for a data type ("float32", ...), or NULL for types the runner does not carry. */
+/* edgepack's name for a data type ("float32", ..., "string"), or NULL for types the runner does
+ * not carry. */
 const char *tp_dtype_name(int32_t data_type);
 
 /* Parse `len` bytes. On success returns 0 and fills `out` (release with tp_free). On failure
@@ -50,11 +55,19 @@ int tp_parse(const uint8_t *buf, size_t len, tp_tensor *out, char *err, size_t e
 
 void tp_free(tp_tensor *t);
 
-/* Serialize a tensor with raw_data, fields in the order protobuf itself uses, so the bytes equal
- * those of onnx.numpy_helper.from_array(arr, name).SerializeToString(). Returns 0, or -1 when out
- * of memory or when a size overflows. The caller frees *out. */
+/* Serialize a numeric tensor with raw_data, fields in the order protobuf itself uses, so the bytes
+ * equal those of onnx.numpy_helper.from_array(arr, name).SerializeToString() (which, like this,
+ * leaves out an empty name). Returns 0, or -1 when out of memory or when a size overflows. The
+ * caller frees *out. */
 int tp_serialize(const char *name, int32_t data_type, const int64_t *dims, size_t ndims,
                  const void *data, size_t nbytes, uint8_t **out, size_t *out_len);
+
+/* Serialize a STRING tensor: `count` strings, string i being data[offsets[i]] ..
+ * data[offsets[i + 1] - 1] (offsets has count + 1 entries, never decreasing), as string_data,
+ * byte-identical to onnx.numpy_helper.from_array(object array, name).SerializeToString().
+ * Returns 0, or -1 when out of memory, when a size overflows or when offsets decrease. */
+int tp_serialize_strings(const char *name, const int64_t *dims, size_t ndims, const uint8_t *data,
+                         const size_t *offsets, size_t count, uint8_t **out, size_t *out_len);
 
 /* Aligned allocation used for tensor data (free with tp_aligned_free). */
 void *tp_aligned_alloc(size_t nbytes);

@@ -2,8 +2,9 @@
  *
  *   tp_tool IN [OUT]
  *
- * Prints {"name":...,"dtype":...,"dims":[...],"nbytes":N} on success (and writes the tensor back
- * out with tp_serialize when OUT is given), or {"error":"..."} with exit code 1. The tests compile
+ * Prints {"name":...,"dtype":...,"dims":[...],"nbytes":N} on success, plus "lengths":[...] (each
+ * string's byte length) for a string tensor, and writes the tensor back out with tp_serialize or
+ * tp_serialize_strings when OUT is given; or {"error":"..."} with exit code 1. The tests compile
  * it with ASan and UBSan and compare its writes byte for byte with onnx's own serializer.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -49,12 +50,22 @@ int main(int argc, char **argv) {
         for (size_t i = 0; i < t.ndims; i++) jw_int(&w, t.dims[i]);
         jw_end_array(&w);
         jw_key(&w, "nbytes"); jw_int(&w, (long long)t.nbytes);
+        if (t.data_type == TP_STRING) {
+            jw_key(&w, "lengths");
+            jw_begin_array(&w);
+            for (size_t i = 0; i < t.count; i++)
+                jw_int(&w, (long long)(t.offsets[i + 1] - t.offsets[i]));
+            jw_end_array(&w);
+        }
         if (argc > 2) {
             unsigned char *out;
             size_t out_len;
-            if (tp_serialize(t.name, t.data_type, t.dims, t.ndims, t.data, t.nbytes, &out,
-                             &out_len) != 0)
-                return 3;
+            int bad = t.data_type == TP_STRING
+                ? tp_serialize_strings(t.name, t.dims, t.ndims, t.data, t.offsets, t.count, &out,
+                                       &out_len)
+                : tp_serialize(t.name, t.data_type, t.dims, t.ndims, t.data, t.nbytes, &out,
+                               &out_len);
+            if (bad) return 3;
             FILE *o = fopen(argv[2], "wb");
             if (!o || fwrite(out, 1, out_len, o) != out_len || fclose(o) != 0) return 3;
             free(out);
