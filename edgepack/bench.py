@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgepack.devices.base import DeviceInfo
+from edgepack.devices.lock import release_held_locks
 from edgepack.devices.state import (
     PROBE_TIMEOUT_S,
     DeviceState,
@@ -41,8 +42,8 @@ from edgepack.devices.state import (
 )
 from edgepack.errors import EdgepackError, ExitCode, short
 from edgepack.profile import OpTime, merge_op_times, parse_profile
-from edgepack.runner.result import RunConfig, parse_cpu_mask
-from edgepack.stats import LatencyStats, latency_stats
+from edgepack.runner.result import RSS_PROCESS, RunConfig, parse_cpu_mask
+from edgepack.stats import LatencyStats, RepeatDrift, latency_stats, repeat_drift
 
 if TYPE_CHECKING:
     from edgepack.bundle import Bundle
@@ -63,10 +64,13 @@ RUN_GRACE_S = 300.0
 
 
 def config_key(config: RunConfig) -> str:
-    """What makes two runs comparable, as a short readable key: `cpu/t4`, `xnnpack/t1/cpu=f0`.
+    """What makes two runs comparable, as a short readable key: `cpu/t4`, `xnnpack/t1/cpu=f0`,
+    `cpu/t1/profile`.
 
     Iterations and warmup are left out on purpose: they change how many samples there are, not
-    what one sample measures.
+    what one sample measures. Profiling is in: it slows every iteration (shufflenet +31 %), so a
+    profiled run compared with a plain one would read as a regression. It comes last, which the
+    history's migration to schema 3 relies on when it adds it to stored keys.
     """
     key = f"{config.ep}/t{config.threads}"
     if config.optimization != "all":
@@ -77,6 +81,8 @@ def config_key(config: RunConfig) -> str:
         key += "/fp16"
     if config.nnapi_cpu_disabled:
         key += "/no-cpu"
+    if config.profile:
+        key += "/profile"
     return key
 
 
@@ -264,10 +270,43 @@ class GroupSummary:
     errors: list[str]
     warnings: list[str]
     profile: list[OpTime]  # every completed repeat's, merged
+    repeat_stats: list[LatencyStats] = field(default_factory=list)  # each completed repeat's
+    threads_used: int | None = None  # what onnxruntime ran, measured by the runner
+    # What peak_rss_mb covers: the runner's whole process, or (Python engine) what the session
+    # added to a process that also holds the interpreter; the two are not comparable.
+    peak_rss_scope: str | None = None
 
     @property
+    def peak_rss_text(self) -> str:
+        if self.peak_rss_mb is None:
+            return "-"
+        scope = "" if self.peak_rss_scope in (None, RSS_PROCESS) else f" ({self.peak_rss_scope})"
+        return f"{self.peak_rss_mb:.1f}{scope}"
+
+    # Stability is judged within each repeat: pooled, repeats that drifted apart would make a
+    # group of quiet runs look unstable, and the two have different causes.
+    @property
     def unstable(self) -> bool:
-        return self.stats is not None and self.stats.count > 1 and self.stats.unstable
+        return any(s.unstable for s in self.repeat_stats)
+
+    @property
+    def spread(self) -> float | None:
+        """The widest repeat's IQR / median, what `unstable` is judged on."""
+        return max((s.spread for s in self.repeat_stats if s.count), default=None)
+
+    @property
+    def outliers(self) -> int:
+        """Iterations beyond their own repeat's outlier fence (stats.OUTLIER_RULE)."""
+        return sum(s.outliers for s in self.repeat_stats)
+
+    @property
+    def drift(self) -> RepeatDrift | None:
+        """How far the repeats' medians are apart; None below two repeats."""
+        return repeat_drift(self.repeat_stats)
+
+    @property
+    def drifting(self) -> bool:
+        return self.drift is not None and self.drift.drifting
 
     @property
     def model(self) -> str:
@@ -329,6 +368,9 @@ def summarize(runs: Sequence[BenchRun]) -> list[GroupSummary]:
         rss = [x.peak_rss_kb_end for x in runners if x.peak_rss_kb_end]
         device = next((r.device for r in members if r.device is not None), None)
         warnings = list(dict.fromkeys(w for r in members for w in r.warnings))
+        # From the samples, not the stored stats: results stored by an older edgepack lack the
+        # spread that stability and drift are judged on.
+        repeats = [latency_stats(r.latencies_ms) for r in done if r.latencies_ms]
         summaries.append(GroupSummary(
             serial=first.serial,
             device=device,
@@ -340,12 +382,14 @@ def summarize(runs: Sequence[BenchRun]) -> list[GroupSummary]:
             runs=len(members),
             completed=len(done),
             stats=latency_stats(samples) if samples else None,
-            repeat_medians_ms=[r.result.stats.median_ms for r in done if r.result],
+            repeat_medians_ms=[s.median_ms for s in repeats],
             session_create_ms=(statistics.median(x.session_create_ms for x in runners)
                                if runners else None),
             first_inference_ms=(statistics.median(x.first_inference_ms for x in runners)
                                 if runners else None),
             peak_rss_mb=max(rss) / 1024 if rss else None,
+            threads_used=runners[0].threads_used if runners else None,
+            peak_rss_scope=runners[0].peak_rss_scope if runners else None,
             ep_used=runners[0].ep_used if runners else None,
             engine=shown.result.engine if shown and shown.result else None,
             checks=[OutputCheck(s.index, v) for s in shown.result.sets for v in s.verdicts]
@@ -353,6 +397,7 @@ def summarize(runs: Sequence[BenchRun]) -> list[GroupSummary]:
             errors=list(dict.fromkeys(r.error for r in members if r.error)),
             warnings=warnings,
             profile=merge_op_times([r.profile for r in done if r.profile]),
+            repeat_stats=repeats,
         ))
     return summaries
 
@@ -438,13 +483,16 @@ def run_bench(
 
     events: queue.Queue[_Event] = queue.Queue()
     stops = {t.serial: threading.Event() for t in targets}
+    workers: list[threading.Thread] = []
     for target in targets:
         # Daemon threads: a device hung inside adb must not keep the process alive at exit.
-        threading.Thread(
+        worker = threading.Thread(
             target=_worker, name=f"bench-{target.serial}", daemon=True,
             args=(target, bundles, refs, configs[target.serial], plans[target.serial], params,
                   Path(work_dir), events.put, stops[target.serial]),
-        ).start()
+        )
+        worker.start()
+        workers.append(worker)
 
     pending = {s: list(p) for s, p in plans.items()}
     in_flight: dict[str, tuple[_Item, float]] = {}  # serial -> (item, monotonic deadline)
@@ -513,11 +561,17 @@ def run_bench(
                     give_up(serial, f"no answer within {deadlines[item.bundle]:g} s: the device "
                                     "hung or is too slow for --timeout; its other runs were "
                                     "skipped")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (cli.app.Terminated)
         for stop in stops.values():
             stop.set()
-        # What finished is kept (history has it already); the listeners close what they opened.
-        finish(interrupted=True)
+        try:
+            # What finished is kept (history has it already); the listeners close what they
+            # opened.
+            finish(interrupted=True)
+        finally:
+            # The workers are still inside their deploys, which the interrupt never reaches:
+            # their device locks and run scratch are released from here.
+            release_held_locks(workers)
         raise
     return finish(interrupted=False)
 
@@ -605,7 +659,8 @@ def _one_run(
             warnings.append("profile: the runner wrote no onnxruntime profile")
         else:
             try:
-                profile = parse_profile(path)
+                # The last N model_runs are the timed ones: N latencies were reported.
+                profile = parse_profile(path, len(result.sets[0].runner.latencies_ms))
             except EdgepackError as exc:
                 warnings.append(f"profile: {exc.message}")
     status = "error" if result is None else ("pass" if result.passed else "fail")

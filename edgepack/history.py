@@ -16,7 +16,9 @@ each in its own transaction, and a file newer than this edgepack is refused rath
               end, every iteration's latency (latencies_json), their statistics, session-create
               and first-inference ms, peak RSS, device state before/after, warnings, profile;
               from version 2 also result_json, the whole DeployResult, from which a stored
-              session's reports are written again (`regress --from-history --report-dir`)
+              session's reports are written again (`regress --from-history --report-dir`);
+              from version 3 a profiled run's config_key ends in `/profile` (the migration
+              adds it to runs stored before, whose config_json says they were profiled)
     verdicts  one per run x test set x output: pass/fail, reason and the comparison metrics
 
 Timestamps are UTC ISO-8601 strings of one format, so they sort and compare as text.
@@ -31,7 +33,7 @@ import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -123,7 +125,14 @@ _V2 = """
 ALTER TABLE runs ADD COLUMN result_json TEXT;
 """
 
-MIGRATIONS: list[str] = [_V1, _V2]
+# Profiling slows every iteration, so a profiled run is no baseline for a plain one: the key
+# regress matches baselines by says so since bench.config_key added `/profile` (always last).
+_V3 = """
+UPDATE runs SET config_key = config_key || '/profile'
+    WHERE json_extract(config_json, '$.profile') = 1 AND config_key NOT LIKE '%/profile';
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3]
 
 
 def default_db_path() -> Path:
@@ -183,8 +192,12 @@ class HistoryRun:
     result_json: str | None = field(default=None, repr=False, metadata={INTERNAL: True})
 
     def deploy_result(self) -> DeployResult | None:
-        return None if self.result_json is None else from_jsonable(
-            DeployResult, json.loads(self.result_json))
+        if self.result_json is None:
+            return None
+        result = from_jsonable(DeployResult, json.loads(self.result_json))
+        # Statistics again from the samples: one stored by an older edgepack lacks the spread
+        # and outliers the reports show.
+        return replace(result, stats=latency_stats(result.sets[0].runner.latencies_ms))
 
     @property
     def device_model(self) -> str:
@@ -536,7 +549,10 @@ def parse_since(text: str, now: datetime | None = None) -> str:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
     if m:
         unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-        moment = now - timedelta(**{unit[m.group(2)]: float(m.group(1))})
+        try:
+            moment = now - timedelta(**{unit[m.group(2)]: float(m.group(1))})
+        except OverflowError:
+            raise EdgepackError(f"--since {text!r}: reaches back before the year 1") from None
     else:
         try:
             moment = datetime.fromisoformat(text.strip())
@@ -616,13 +632,9 @@ def _state(text: str | None) -> DeviceState | None:
 
 def _run_from_row(row: sqlite3.Row, verdicts: list[StoredVerdict]) -> HistoryRun:
     latencies = [float(x) for x in json.loads(row["latencies_json"])]
-    stats = None
-    if row["n"]:
-        stats = LatencyStats(
-            count=row["n"], mean_ms=row["mean_ms"], median_ms=row["median_ms"],
-            std_ms=row["std_ms"], min_ms=row["min_ms"], max_ms=row["max_ms"],
-            p90_ms=row["p90_ms"], p95_ms=row["p95_ms"], p99_ms=row["p99_ms"], cv=row["cv"],
-        )
+    # The statistics columns are for SQL readers; computed again from the samples, a row stored
+    # by any edgepack gets the spread and outliers this one judges stability by.
+    stats = latency_stats(latencies) if row["n"] and latencies else None
     return HistoryRun(
         id=row["id"],
         session=row["session_id"],
@@ -666,7 +678,8 @@ def _verdict_from_row(row: sqlite3.Row) -> StoredVerdict:
         metrics = Metrics(
             max_abs_error=row["max_abs_error"], max_rel_error=row["max_rel_error"],
             mean_abs_error=row["mean_abs_error"], cosine_similarity=row["cosine_similarity"],
-            snr_db=float(row["snr_db"]), mismatched=row["mismatched"], total=row["total"],
+            snr_db=None if row["snr_db"] is None else float(row["snr_db"]),
+            mismatched=row["mismatched"], total=row["total"],
             top1_agreement=row["top1_agreement"], top5_agreement=row["top5_agreement"],
         )
     return StoredVerdict(row["set_index"], row["output"], bool(row["passed"]), row["reason"],

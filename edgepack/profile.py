@@ -1,64 +1,114 @@
-"""onnxruntime's profiles (Chrome traces) as kernel time per operator type and provider."""
+"""onnxruntime's profiles (Chrome traces) as kernel time per operator type and provider.
+
+The runner profiles its whole session: the first inference (allocations, kernel selection,
+often several times a steady iteration), the warm-ups, then the timed iterations. Only the timed
+iterations are counted here, so the operator shares describe the runs whose latencies are
+reported, and calls are given per iteration.
+"""
 
 from __future__ import annotations
 
 import json
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgepack.errors import EdgepackError, ExitCode, short
 
 
 @dataclass(frozen=True)
 class OpTime:
-    """Where the kernel time went, by operator type and execution provider."""
+    """Where the kernel time of the timed iterations went, by operator type and provider."""
 
     op_type: str  # after fusion, e.g. FusedConv
     provider: str
-    calls: int
-    total_ms: float
+    calls: int  # over all `iterations`
+    total_ms: float  # over all `iterations`
     share: float  # of all kernel time in the profile
+    # How many timed iterations the counts cover; 0: unknown (stored by an edgepack that counted
+    # the first inference and the warm-ups too).
+    iterations: int = 0
+
+    @property
+    def calls_per_iteration(self) -> float | None:
+        return self.calls / self.iterations if self.iterations else None
+
+    @property
+    def ms_per_iteration(self) -> float | None:
+        return self.total_ms / self.iterations if self.iterations else None
 
 
-def parse_profile(path: Path) -> list[OpTime]:
-    """onnxruntime's profile (a Chrome trace) -> kernel time per operator type, largest first.
+def parse_profile(path: Path, iterations: int) -> list[OpTime]:
+    """onnxruntime's profile (a Chrome trace) -> kernel time per operator type, largest first,
+    over the last `iterations` inferences: the timed ones, as many as the runner reported
+    latencies for.
 
-    Node events named `<node>_kernel_time` carry `dur` in microseconds and `args.op_name` and
-    `args.provider`; the `_fence_before/_after` events around them are not kernel time.
+    Each inference is a `model_run` event (cat "Session") spanning `ts` .. `ts + dur`
+    (microseconds); node events named `<node>_kernel_time` (cat "Node") carry `dur` and
+    `args.op_name` and `args.provider`, and count when they start inside a counted span. The
+    `_fence_before/_after` events around them are not kernel time.
     """
+    if iterations < 1:
+        raise ValueError("parse_profile needs the number of timed iterations (>= 1)")
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise EdgepackError(f"{path}: unreadable onnxruntime profile ({short(exc)})",
                             ExitCode.DEVICE) from None
     events = doc.get("traceEvents", []) if isinstance(doc, dict) else doc
+    events = [ev for ev in (events if isinstance(events, list) else []) if isinstance(ev, dict)]
+    runs = sorted((_number(ev, "ts"), _number(ev, "ts") + _number(ev, "dur")) for ev in events
+                  if ev.get("cat") == "Session" and ev.get("name") == "model_run")
+    if len(runs) < iterations:
+        raise EdgepackError(
+            f"{path}: the profile has {len(runs)} model_run event(s), fewer than the "
+            f"{iterations} timed iteration(s) the runner reported: it cannot tell the timed "
+            "iterations from the first inference and the warm-ups", ExitCode.DEVICE)
+    timed = runs[-iterations:]
+    starts = [start for start, _ in timed]
     totals: dict[tuple[str, str], list[float]] = {}
-    for ev in events if isinstance(events, list) else []:
-        if not isinstance(ev, dict) or ev.get("cat") != "Node":
+    for ev in events:
+        if ev.get("cat") != "Node" or not str(ev.get("name", "")).endswith("_kernel_time"):
             continue
-        if not str(ev.get("name", "")).endswith("_kernel_time"):
-            continue
+        ts = _number(ev, "ts")
+        i = bisect_right(starts, ts) - 1
+        if i < 0 or ts > timed[i][1]:
+            continue  # the first inference, a warm-up, or between runs
         args = ev.get("args") if isinstance(ev.get("args"), dict) else {}
         key = (str(args.get("op_name") or "?"), str(args.get("provider") or "?"))
         entry = totals.setdefault(key, [0, 0.0])
         entry[0] += 1
-        entry[1] += float(ev.get("dur") or 0) / 1000.0
-    return _op_times({k: (int(v[0]), v[1]) for k, v in totals.items()})
+        entry[1] += _number(ev, "dur") / 1000.0
+    return _op_times({k: (int(v[0]), v[1]) for k, v in totals.items()}, iterations)
 
 
 def merge_op_times(profiles: Sequence[Sequence[OpTime]]) -> list[OpTime]:
-    """Several runs' profiles as one: totals add up, shares are of the new total."""
+    """Several runs' profiles as one: totals and iterations add up, shares are of the new total.
+    One profile of unknown iterations makes the merged count unknown too."""
     totals: dict[tuple[str, str], tuple[int, float]] = {}
+    counts = []
     for ops in profiles:
+        if not ops:
+            continue
+        counts.append(min(op.iterations for op in ops))
         for op in ops:
             calls, ms = totals.get((op.op_type, op.provider), (0, 0.0))
             totals[(op.op_type, op.provider)] = (calls + op.calls, ms + op.total_ms)
-    return _op_times(totals)
+    return _op_times(totals, 0 if 0 in counts else sum(counts))
 
 
-def _op_times(totals: dict[tuple[str, str], tuple[int, float]]) -> list[OpTime]:
+def _op_times(totals: dict[tuple[str, str], tuple[int, float]], iterations: int
+              ) -> list[OpTime]:
     whole = sum(ms for _, ms in totals.values())
-    ops = [OpTime(op, provider, calls, ms, ms / whole if whole > 0 else 0.0)
+    ops = [OpTime(op, provider, calls, ms, ms / whole if whole > 0 else 0.0, iterations)
            for (op, provider), (calls, ms) in totals.items()]
     return sorted(ops, key=lambda o: (-o.total_ms, o.op_type))
+
+
+def _number(ev: dict[str, Any], key: str) -> float:
+    try:
+        return float(ev.get(key) or 0)
+    except (TypeError, ValueError):
+        return 0.0

@@ -7,11 +7,18 @@ samples are few or unstable, the test alone fires on differences too small to ma
 are many. Mann-Whitney U, not a t-test, because latencies are skewed and have outliers (GC, an
 interrupt, a frequency step) that would swamp a mean.
 
+Few samples: the exact one-sided test cannot give a p below 1 / C(n1 + n2, n1), the chance that
+every candidate sample is slower than every baseline one (4 a side: 1/70 = 0.014). When that is
+not below alpha, no slowdown could ever be flagged, so latency is not judged ("too few samples")
+rather than reported as "no significant change"; `regress` exits 2 when a comparison could not
+be judged and none regressed.
+
 Accuracy regression: an output (of a test set) that passed in every baseline run and fails in a
 candidate run.
 
 Baselines are matched by device model (not serial: a lab has several phones of one model, and a
-replaced phone keeps its history) and configuration key (EP, threads, optimization, affinity).
+replaced phone keeps its history) and configuration key (EP, threads, optimization, affinity,
+profiling: a profiled run is slower and only ever compared with profiled runs).
 For each such pair the baseline is the newest session the reference selects that has runs for it.
 
 `--baseline REF` is one of:
@@ -53,14 +60,60 @@ class LatencyTest:
     n_candidate: int
     threshold: float
     alpha: float
+    # 1 / C(n_baseline + n_candidate, n_baseline): the smallest p the exact test can give.
+    smallest_p: float = 0.0
+
+    @property
+    def judged(self) -> bool:
+        """False when these sample sizes cannot reach alpha whatever the samples are."""
+        return self.smallest_p < self.alpha
 
     @property
     def regression(self) -> bool:
-        return self.change > self.threshold and self.p_value < self.alpha
+        # Also gated on `judged`: with ties scipy uses the normal approximation, whose p can go
+        # below what the exact test could ever give.
+        return self.judged and self.change > self.threshold and self.p_value < self.alpha
 
     @property
     def improvement(self) -> bool:
-        return self.change < -self.threshold and self.p_value_faster < self.alpha
+        return self.judged and self.change < -self.threshold and self.p_value_faster < self.alpha
+
+    @property
+    def verdict(self) -> str:
+        """"regression", "improvement", "no significant change" or "too few samples"."""
+        if not self.judged:
+            return "too few samples"
+        return ("regression" if self.regression else "improvement" if self.improvement
+                else "no significant change")
+
+    def too_few(self) -> str:
+        """Why latency is not judged, with what would be enough."""
+        return (f"too few samples to judge at alpha={self.alpha:g}: {self.n_baseline} baseline "
+                f"and {self.n_candidate} candidate iterations cannot give a one-sided "
+                f"Mann-Whitney p below 1/C({self.n_baseline + self.n_candidate}, "
+                f"{self.n_baseline}) = {self.smallest_p:.2g}; need n1, n2 with "
+                f"1/C(n1+n2, n1) < alpha, e.g. {samples_needed(self.alpha)} iterations a side, "
+                f"or {samples_needed(self.alpha, self.n_baseline)} candidate iterations "
+                f"against these {self.n_baseline}")
+
+
+def smallest_p(n1: int, n2: int) -> float:
+    """The smallest one-sided p the exact Mann-Whitney U test can give for these sizes: every
+    sample of one side beyond every sample of the other, 1 of C(n1 + n2, n1) orderings. Ties
+    only make the extreme more likely, so this bounds every outcome."""
+    try:
+        return 1.0 / math.comb(n1 + n2, n1)
+    except OverflowError:  # past 1e308 orderings: 0 as far as any alpha is concerned
+        return 0.0
+
+
+def samples_needed(alpha: float, other: int | None = None) -> int:
+    """The fewest samples whose smallest attainable p is below alpha: a side (n1 = n2 = n), or
+    against `other` samples on the other side."""
+    n = 1
+    while smallest_p(other if other else n, n) >= alpha:
+        n += 1
+    return n
 
 
 def latency_test(
@@ -84,7 +137,7 @@ def latency_test(
         slower = float(mannwhitneyu(cand, base, alternative="greater").pvalue)
         faster = float(mannwhitneyu(cand, base, alternative="less").pvalue)
     return LatencyTest(b_med, c_med, change, slower, faster, int(base.size), int(cand.size),
-                       threshold, alpha)
+                       threshold, alpha, smallest_p(int(base.size), int(cand.size)))
 
 
 @dataclass(frozen=True)
@@ -133,15 +186,23 @@ class Comparison:
     def regressed(self) -> bool:
         return bool(self.accuracy) or (self.latency is not None and self.latency.regression)
 
+    @property
+    def unjudged(self) -> bool:
+        """Latency was compared, but these sample sizes cannot reach alpha."""
+        return self.latency is not None and not self.latency.judged
+
     def summary(self) -> str:
         parts = []
         if self.latency is not None:
             t = self.latency
-            kind = ("REGRESSION" if t.regression else "improvement" if t.improvement
-                    else "no significant change")
-            parts.append(f"latency {kind}: median {t.baseline_median_ms:.3f} -> "
-                         f"{t.candidate_median_ms:.3f} ms ({t.change * 100:+.1f} %, "
-                         f"Mann-Whitney p={t.p_value:.2g})")
+            medians = (f"median {t.baseline_median_ms:.3f} -> {t.candidate_median_ms:.3f} ms "
+                       f"({t.change * 100:+.1f} %")
+            if not t.judged:
+                parts.append(f"latency NOT JUDGED: {medians}); {t.too_few()}")
+            else:
+                kind = ("REGRESSION" if t.regression else "improvement" if t.improvement
+                        else "no significant change")
+                parts.append(f"latency {kind}: {medians}, Mann-Whitney p={t.p_value:.2g})")
         for a in self.accuracy:
             parts.append(f"ACCURACY REGRESSION: set {a.set_index} output {a.output} passed in "
                          f"the baseline and fails now ({a.reason})")
@@ -165,6 +226,11 @@ class RegressionReport:
     @property
     def compared(self) -> int:
         return sum(1 for c in self.comparisons if c.baseline is not None)
+
+    @property
+    def unjudged(self) -> list[Comparison]:
+        """Comparisons whose latency these sample sizes cannot judge: not "no regression"."""
+        return [c for c in self.comparisons if c.unjudged]
 
     def find(self, serial: str, bundle_sha256: str, config_key: str) -> Comparison | None:
         for c in self.comparisons:
@@ -291,8 +357,10 @@ def _compare_group(
     common = dict(serial=serial, model=first.device_model, bundle_name=first.bundle_name,
                   bundle_sha256=first.bundle_sha256, config_key=key)
     if not base:
+        why = (" (profiled runs are compared only with profiled runs: profiling slows them)"
+               if first.config.profile else "")
         return Comparison(**common, baseline=None, latency=None,
-                          note=f"no baseline runs for {first.device_model} {key}")
+                          note=f"no baseline runs for {first.device_model} {key}{why}")
     b0 = base[0]
     samples = [x for r in base for x in r.latencies_ms]
     session = BaselineSession(b0.session, b0.label, b0.bundle_name, b0.bundle_sha256,

@@ -43,10 +43,13 @@ class ReportData:
         return self.regression.find(g.serial, g.bundle_sha256, g.config_key)
 
     def outcome(self, g: GroupSummary) -> str:
-        """"fail" (outputs differ or a regression), "error" (a run did not finish) or "pass"."""
+        """"fail" (outputs differ or a regression), "error" (a run did not finish),
+        "unjudged" (regress had too few samples to judge latency; outputs passed) or "pass"."""
         c = self.comparison(g)
         if g.status == "fail" or (c is not None and c.regressed):
             return "fail"
+        if g.status == "pass" and c is not None and c.unjudged:
+            return "unjudged"  # never "pass": no slowdown could have been flagged
         return g.status
 
     @property
@@ -59,7 +62,9 @@ class ReportData:
             "errors": outcomes.count("error"),
             "mismatches": sum(1 for g in self.groups if g.status == "fail"),
             "regressions": len(self.regression.regressions) if self.regression else 0,
+            "unjudged": outcomes.count("unjudged"),
             "unstable": sum(1 for g in self.groups if g.unstable),
+            "drifting": sum(1 for g in self.groups if g.drifting),
         }
 
 

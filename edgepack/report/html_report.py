@@ -7,8 +7,16 @@ from html import escape
 
 from edgepack.report import ReportData
 from edgepack.report.images import ImageComparison
-from edgepack.report.markdown import fmt_metric, fmt_ms
+from edgepack.report.markdown import (
+    fmt_drift,
+    fmt_metric,
+    fmt_ms,
+    fmt_per_iteration,
+    fmt_spread,
+    profile_heading,
+)
 from edgepack.report.svg import Row, Series, distribution_plot, line_plot
+from edgepack.stats import DRIFT_THRESHOLD, OUTLIER_RULE, UNSTABLE_SPREAD
 
 CSS = """
 body{font:14px/1.45 system-ui,'Segoe UI',Helvetica,Arial,sans-serif;margin:24px;color:#222}
@@ -43,7 +51,9 @@ def render_html(data: ReportData) -> str:
         + _card("failed", counts["failures"], "fail" if counts["failures"] else "")
         + _card("errors", counts["errors"], "error" if counts["errors"] else "")
         + _card("regressions", counts["regressions"], "fail" if counts["regressions"] else "")
+        + _card("not judged", counts["unjudged"], "warn" if counts["unjudged"] else "")
         + _card("unstable", counts["unstable"], "warn" if counts["unstable"] else "")
+        + _card("drifting", counts["drifting"], "warn" if counts["drifting"] else "")
         + "</div>",
         _devices(data),
         _results(data),
@@ -67,8 +77,9 @@ def _card(label: str, value: int, cls: str = "") -> str:
 
 
 def _outcome(outcome: str) -> str:
-    text = {"pass": "pass", "fail": "FAIL"}.get(outcome, "ERROR")
-    return f"<span class='{outcome}'>{text}</span>"
+    text = {"pass": "pass", "fail": "FAIL", "unjudged": "NOT JUDGED"}.get(outcome, "ERROR")
+    cls = "warn" if outcome == "unjudged" else outcome
+    return f"<span class='{cls}'>{text}</span>"
 
 
 def _table(headers: list[str], rows: list[list[str]], numeric: set[int] = frozenset()) -> str:
@@ -87,7 +98,7 @@ def _devices(data: ReportData) -> str:
         groups = [g for g in data.groups if g.serial == serial]
         info = next((g.device for g in groups if g.device), None)
         outcomes = [data.outcome(g) for g in groups]
-        worst = "fail" if "fail" in outcomes else "error" if "error" in outcomes else "pass"
+        worst = next((o for o in ("fail", "error", "unjudged") if o in outcomes), "pass")
         rows.append([
             escape(serial), escape(info.model or "-") if info else "-",
             escape(info.abis[0]) if info and info.abis else "-",
@@ -105,8 +116,9 @@ def _results(data: ReportData) -> str:
     rows = []
     for g in data.groups:
         s = g.stats
-        cv = "-" if s is None else f"{s.cv * 100:.1f} %" + (
-            " <span class='warn'>unstable</span>" if g.unstable else "")
+        cv = "-" if s is None else f"{s.cv * 100:.1f} %"
+        spread = fmt_spread(g).replace(" unstable", " <span class='warn'>unstable</span>")
+        drift = fmt_drift(g).replace(" drifting", " <span class='warn'>drifting</span>")
         rows.append([
             escape(g.serial), escape(g.model), escape(g.bundle_name),
             f"<code>{escape(g.config_key)}</code>", _outcome(data.outcome(g)),
@@ -114,14 +126,20 @@ def _results(data: ReportData) -> str:
             fmt_ms(s.median_ms if s else None), fmt_ms(s.mean_ms if s else None),
             fmt_ms(s.std_ms if s else None), fmt_ms(s.min_ms if s else None),
             fmt_ms(s.p90_ms if s else None), fmt_ms(s.p95_ms if s else None),
-            fmt_ms(s.p99_ms if s else None), fmt_ms(s.max_ms if s else None), cv,
+            fmt_ms(s.p99_ms if s else None), fmt_ms(s.max_ms if s else None), cv, spread,
+            str(g.outliers) if s else "-", drift,
             fmt_ms(g.session_create_ms), fmt_ms(g.first_inference_ms),
-            f"{g.peak_rss_mb:.1f}" if g.peak_rss_mb else "-", escape(g.ep_used or "-"),
+            escape(g.peak_rss_text), escape(g.ep_used or "-"),
         ])
-    return "<h2>Latency (ms)</h2>" + _table(
-        ["device", "model", "bundle", "config", "outcome", "runs", "n", "median", "mean", "std",
-         "min", "p90", "p95", "p99", "max", "CV", "load", "first", "peak MB", "EP"],
-        rows, set(range(5, 19)))
+    return ("<h2>Latency (ms)</h2><p class='muted'>IQR / median (of the widest repeat) over "
+            f"{UNSTABLE_SPREAD * 100:g} % is unstable; outliers: iterations "
+            f"{escape(OUTLIER_RULE)} of their repeat; drift: the repeats' medians max / min - 1, "
+            f"drifting when over {DRIFT_THRESHOLD * 100:g} % and over the repeats' own IQR / "
+            "median; the other figures pool every repeat</p>"
+            + _table(["device", "model", "bundle", "config", "outcome", "runs", "n", "median",
+                      "mean", "std", "min", "p90", "p95", "p99", "max", "CV", "IQR / median",
+                      "outliers", "drift", "load", "first", "peak MB", "EP"],
+                     rows, set(range(5, 22))))
 
 
 def _distributions(data: ReportData) -> str:
@@ -181,6 +199,7 @@ def _regressions(data: ReportData) -> str:
     for c in r.comparisons:
         t = c.latency
         verdict = (_outcome("fail") + " regression" if c.regressed else
+                   _outcome("unjudged") + ": " + escape(t.too_few()) if c.unjudged and t else
                    "improvement" if t is not None and t.improvement else
                    "ok" if c.baseline else escape(c.note or "no baseline"))
         if c.accuracy:
@@ -263,11 +282,14 @@ def _profiles(data: ReportData) -> str:
         if not g.profile:
             continue
         rows = [[escape(op.op_type), escape(op.provider.removesuffix("ExecutionProvider")),
-                 str(op.calls), f"{op.total_ms:.3f}", f"{op.share * 100:.1f} %"]
+                 fmt_per_iteration(op.calls_per_iteration, op.calls),
+                 fmt_per_iteration(op.ms_per_iteration, op.total_ms, ".3f"),
+                 f"{op.share * 100:.1f} %"]
                 for op in g.profile[: data.top_ops]]
         parts.append(f"<p><b>{escape(g.serial)}</b> {escape(g.bundle_name)} "
-                     f"<code>{escape(g.config_key)}</code></p>"
-                     + _table(["operator", "EP", "calls", "total ms", "share"], rows, {2, 3, 4}))
+                     f"<code>{escape(g.config_key)}</code>, {escape(profile_heading(g))}</p>"
+                     + _table(["operator", "EP", "calls / iteration", "ms / iteration",
+                               "share"], rows, {2, 3, 4}))
     if not parts:
         return ""
     return f"<h2>Operator profile (top {data.top_ops} by kernel time)</h2>" + "".join(parts)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgepack import __version__
 from edgepack.bench import BenchRun, GroupSummary
+from edgepack.profile import OpTime
 from edgepack.report import ReportData
 from edgepack.serialize import dumps, to_jsonable
 
@@ -75,10 +76,16 @@ def _group(data: ReportData, g: GroupSummary) -> dict[str, Any]:
         "ep_used": g.ep_used,
         "latency_ms": to_jsonable(g.stats),
         "unstable": g.unstable,
+        "spread": g.spread,
+        "outliers": g.outliers,
+        "drift": to_jsonable(g.drift),
+        "drifting": g.drifting,
         "repeat_medians_ms": g.repeat_medians_ms,
         "session_create_ms": g.session_create_ms,
         "first_inference_ms": g.first_inference_ms,
         "peak_rss_mb": g.peak_rss_mb,
+        "peak_rss_scope": g.peak_rss_scope,
+        "threads_used": g.threads_used,
         "outputs": [
             {"set_index": c.set_index, "name": c.verdict.name, "passed": c.verdict.passed,
              "reason": c.verdict.reason, "rtol": c.verdict.tolerance.rtol,
@@ -87,9 +94,16 @@ def _group(data: ReportData, g: GroupSummary) -> dict[str, Any]:
         ],
         "errors": g.errors,
         "warnings": g.warnings,
-        "profile": to_jsonable(g.profile[: data.top_ops]),
+        "profile": [_op(op) for op in g.profile[: data.top_ops]],
         "regression": _comparison(comparison) if comparison else None,
     }
+
+
+def _op(op: OpTime) -> dict[str, Any]:
+    # Per iteration is what a reader compares across runs of different lengths; properties are
+    # not in to_jsonable's output.
+    return {**to_jsonable(op), "calls_per_iteration": op.calls_per_iteration,
+            "ms_per_iteration": op.ms_per_iteration}
 
 
 def _run(r: BenchRun) -> dict[str, Any]:
@@ -108,6 +122,8 @@ def _run(r: BenchRun) -> dict[str, Any]:
         "session_create_ms": runner.session_create_ms if runner else None,
         "first_inference_ms": runner.first_inference_ms if runner else None,
         "peak_rss_kb": runner.peak_rss_kb_end if runner else None,
+        "peak_rss_scope": runner.peak_rss_scope if runner else None,
+        "threads_used": runner.threads_used if runner else None,
         "runner_version": runner.runner_version if runner else None,
         "onnxruntime_version": runner.onnxruntime_version if runner else None,
         "state_before": to_jsonable(r.state_before),
@@ -128,6 +144,7 @@ def regression_document(report: RegressionReport) -> dict[str, Any]:
         "alpha": report.alpha,
         "compared": report.compared,
         "regressions": len(report.regressions),
+        "unjudged": len(report.unjudged),
         "comparisons": [_comparison(c) for c in report.comparisons],
     }
 
@@ -136,7 +153,11 @@ def _comparison(c: Comparison) -> dict[str, Any]:
     # The verdicts are properties, which to_jsonable leaves out: readers should not recompute.
     doc = to_jsonable(c)
     doc["regressed"] = c.regressed
+    doc["unjudged"] = c.unjudged
     if c.latency is not None:
         doc["latency"]["regression"] = c.latency.regression
         doc["latency"]["improvement"] = c.latency.improvement
+        doc["latency"]["judged"] = c.latency.judged
+        doc["latency"]["verdict"] = c.latency.verdict
+        doc["latency"]["reason"] = None if c.latency.judged else c.latency.too_few()
     return doc

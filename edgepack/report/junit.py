@@ -1,10 +1,12 @@
 """junit.xml: one testcase per device x bundle x configuration, so CI shows a lab run natively.
 
 Outputs beyond tolerance and regressions are <failure>s (the code under test is wrong or slower);
-a device that failed, hung or vanished is an <error> (the test could not run). When one testcase
-has both, it is a failure, and the device error is kept in its <system-err>. One <testsuite> per
-bundle, named `edgepack.<bundle>`; testcases are named `<config key>` in class
-`<bundle>.<device serial>`, so CI tree views group them by bundle, then by device.
+a device that failed, hung or vanished is an <error> (the test could not run); latency that
+regress had too few samples to judge is <skipped> (it was not tested, which CI must not read as
+a pass). When one testcase has both a failure and an error, it is a failure, and the device
+error is kept in its <system-err>. One <testsuite> per bundle, named `edgepack.<bundle>`;
+testcases are named `<config key>` in class `<bundle>.<device serial>`, so CI tree views group
+them by bundle, then by device.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from datetime import datetime
 from edgepack.bench import GroupSummary
 from edgepack.report import ReportData
 from edgepack.report.markdown import fmt_ms
+from edgepack.stats import OUTLIER_RULE
 
 
 def render_junit(data: ReportData) -> str:
     bench = data.bench
     root = ET.Element("testsuites", name="edgepack bench")
-    totals = {"tests": 0, "failures": 0, "errors": 0}
+    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for ref in bench.bundles:
         groups = [g for g in data.groups if g.bundle_sha256 == ref.sha256]
         suite = ET.SubElement(root, "testsuite", name=f"edgepack.{ref.name}",
@@ -31,13 +34,14 @@ def render_junit(data: ReportData) -> str:
         for name, value in (("bundle_sha256", ref.sha256), ("bundle_path", ref.path),
                             ("session", bench.session), ("label", bench.label or "")):
             ET.SubElement(props, "property", name=name, value=value)
-        counts = {"tests": 0, "failures": 0, "errors": 0}
+        counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
         suite_time = 0.0
         for g in groups:
             outcome = data.outcome(g)
             counts["tests"] += 1
             counts["failures"] += outcome == "fail"
             counts["errors"] += outcome == "error"
+            counts["skipped"] += outcome == "unjudged"
             seconds = _group_seconds(data, g)
             suite_time += seconds
             case = ET.SubElement(suite, "testcase", classname=f"{g.bundle_name}.{g.serial}",
@@ -46,7 +50,6 @@ def render_junit(data: ReportData) -> str:
         for key, value in counts.items():
             suite.set(key, str(value))
             totals[key] += value
-        suite.set("skipped", "0")
         suite.set("time", f"{suite_time:.3f}")
     for key, value in totals.items():
         root.set(key, str(value))
@@ -75,14 +78,24 @@ def _fill_case(data: ReportData, g: GroupSummary, case: ET.Element, outcome: str
         error = ET.SubElement(case, "error", type="device",
                               message=_xml((g.errors[0] if g.errors else "device error")[:500]))
         error.text = _xml("\n".join(g.errors))
+    elif outcome == "unjudged" and comparison is not None and comparison.latency is not None:
+        ET.SubElement(case, "skipped", type="too-few-samples",
+                      message=_xml("latency not judged: " + comparison.latency.too_few()))
     lines = []
     if g.stats is not None:
         s = g.stats
         lines.append(f"device {g.serial} ({g.model}), ep {g.ep_used}, {g.completed}/{g.runs} "
                      f"run(s), {s.count} iterations")
         lines.append(f"latency ms: median {fmt_ms(s.median_ms)} mean {fmt_ms(s.mean_ms)} "
-                     f"p90 {fmt_ms(s.p90_ms)} p99 {fmt_ms(s.p99_ms)} CV {s.cv * 100:.1f}%"
-                     + (" (unstable)" if g.unstable else ""))
+                     f"p90 {fmt_ms(s.p90_ms)} p99 {fmt_ms(s.p99_ms)} CV {s.cv * 100:.1f}%")
+        lines.append(f"IQR/median {(g.spread or 0) * 100:.1f}%"
+                     + (" (unstable)" if g.unstable else "") + " in the widest repeat; "
+                     f"{g.outliers} outlier(s) {OUTLIER_RULE} of their repeat")
+    if g.drift is not None:
+        d = g.drift
+        lines.append(f"repeat medians ms: {', '.join(fmt_ms(m) for m in g.repeat_medians_ms)}: "
+                     f"{d.change * 100:.1f}% apart, the repeats' own spread "
+                     f"{d.within_spread * 100:.1f}%" + (" (drifting)" if d.drifting else ""))
     if comparison is not None and not comparison.regressed:
         lines.append(comparison.summary())
     lines += [f"warning: {w}" for w in g.warnings]

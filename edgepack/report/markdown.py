@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 
+from edgepack.bench import GroupSummary
 from edgepack.report import ReportData
+from edgepack.stats import DRIFT_THRESHOLD, OUTLIER_RULE, UNSTABLE_SPREAD
 
 
 def fmt_ms(value: float | None) -> str:
@@ -27,7 +29,29 @@ def fmt_metric(value: float | None) -> str:
     return f"{value:.3e}" if abs(value) < 1e-3 or abs(value) >= 1e4 else f"{value:.4g}"
 
 
-OUTCOME = {"pass": "✅ pass", "fail": "❌ FAIL", "error": "⚠️ ERROR"}
+OUTCOME = {"pass": "✅ pass", "fail": "❌ FAIL", "error": "⚠️ ERROR",
+           "unjudged": "⚪ NOT JUDGED"}
+
+
+def fmt_spread(g: GroupSummary) -> str:
+    """The widest repeat's IQR / median, the figure `unstable` is judged on."""
+    if g.spread is None or math.isnan(g.spread):
+        return "-"
+    return f"{g.spread * 100:.1f} %" + (" unstable" if g.unstable else "")
+
+
+def fmt_drift(g: GroupSummary) -> str:
+    """How far the repeats' medians are apart (max / min - 1)."""
+    if g.drift is None:
+        return "-"
+    return f"{g.drift.change * 100:.1f} %" + (" drifting" if g.drifting else "")
+
+
+def profile_heading(g: GroupSummary) -> str:
+    iterations = g.profile[0].iterations if g.profile else 0
+    return (f"over {iterations} timed iteration(s), first inference and warm-ups excluded"
+            if iterations else "iterations not recorded: the counts include the first inference "
+                               "and the warm-ups")
 
 
 def render_markdown(data: ReportData) -> str:
@@ -46,25 +70,38 @@ def render_markdown(data: ReportData) -> str:
         "",
         f"**{counts['tests']} test(s): {counts['passed']} passed, {counts['failures']} failed "
         f"({counts['mismatches']} output mismatch(es), {counts['regressions']} regression(s)), "
-        f"{counts['errors']} error(s)**"
-        + (f"; {counts['unstable']} unstable (CV > 10 %)" if counts["unstable"] else "") + ".",
+        f"{counts['errors']} error(s)"
+        + (f", {counts['unjudged']} not judged (too few samples)" if counts["unjudged"] else "")
+        + "**"
+        + (f"; {counts['unstable']} unstable (IQR / median > {UNSTABLE_SPREAD * 100:g} %)"
+           if counts["unstable"] else "")
+        + (f"; {counts['drifting']} drifting between repeats (medians more than "
+           f"{DRIFT_THRESHOLD * 100:g} % and the repeats' own spread apart)"
+           if counts["drifting"] else "") + ".",
         "",
         "## Results",
         "",
+        f"IQR / median (of the widest repeat) over {UNSTABLE_SPREAD * 100:g} % is unstable; "
+        f"outliers are iterations {OUTLIER_RULE} of their repeat; drift is how far the repeats' "
+        "medians are apart (max / min - 1). The other figures pool every repeat.",
+        "",
         "| device | model | bundle | config | outcome | n | median ms | p90 | p99 | CV | "
-        "load ms | first ms | peak MB |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "IQR / median | outliers | drift | load ms | first ms | peak MB |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for g in data.groups:
         s = g.stats
-        cv = f"{s.cv * 100:.1f} %" + (" ⚠️" if g.unstable else "") if s else "-"
+        cv = f"{s.cv * 100:.1f} %" if s else "-"
+        spread = fmt_spread(g).replace(" unstable", " ⚠️ unstable")
+        drift = fmt_drift(g).replace(" drifting", " ⚠️ drifting")
         out.append(
             f"| {g.serial} | {_cell(g.model)} | {_cell(g.bundle_name)} | `{g.config_key}` | "
             f"{OUTCOME[data.outcome(g)]} | {s.count if s else 0} | "
             f"{fmt_ms(s.median_ms if s else None)} | {fmt_ms(s.p90_ms if s else None)} | "
-            f"{fmt_ms(s.p99_ms if s else None)} | {cv} | {fmt_ms(g.session_create_ms)} | "
+            f"{fmt_ms(s.p99_ms if s else None)} | {cv} | {spread} | "
+            f"{g.outliers if s else '-'} | {drift} | {fmt_ms(g.session_create_ms)} | "
             f"{fmt_ms(g.first_inference_ms)} | "
-            f"{f'{g.peak_rss_mb:.1f}' if g.peak_rss_mb else '-'} |")
+            f"{g.peak_rss_text} |")
 
     problems = []
     for g in data.groups:
@@ -92,6 +129,7 @@ def render_markdown(data: ReportData) -> str:
             base = (f"`{c.baseline.session}`" + (f" ({c.baseline.label})" if c.baseline.label
                                                  else "")) if c.baseline else "-"
             verdict = ("❌ REGRESSION" if c.regressed else
+                       "⚪ NOT JUDGED: too few samples" if c.unjudged else
                        "improvement" if t is not None and t.improvement else
                        "ok" if c.baseline else (c.note or "no baseline"))
             if c.accuracy:
@@ -102,6 +140,9 @@ def render_markdown(data: ReportData) -> str:
                 f"{fmt_ms(t.candidate_median_ms if t else None)} | "
                 f"{f'{t.change * 100:+.1f} %' if t else '-'} | "
                 f"{f'{t.p_value:.2g}' if t else '-'} | {_cell(verdict)} |")
+        unjudged = [f"- **{c.serial}** `{c.config_key}`: latency not judged, "
+                    f"{_cell(c.latency.too_few())}" for c in r.unjudged if c.latency]
+        out += ["", *unjudged] if unjudged else []
 
     out += ["", "## Outputs", "",
             "| device | bundle | config | set | output | verdict | max abs | max rel | cosine | "
@@ -128,12 +169,23 @@ def render_markdown(data: ReportData) -> str:
     if profiled:
         out += ["", f"## Operator profile (top {data.top_ops} by kernel time)"]
         for g in profiled:
-            out += ["", f"**{g.serial}** {g.bundle_name} `{g.config_key}`", "",
-                    "| operator | EP | calls | total ms | share |", "|---|---|---:|---:|---:|"]
+            out += ["", f"**{g.serial}** {g.bundle_name} `{g.config_key}`, "
+                        f"{profile_heading(g)}", "",
+                    "| operator | EP | calls / iteration | ms / iteration | share |",
+                    "|---|---|---:|---:|---:|"]
             out += [f"| {op.op_type} | {op.provider.removesuffix('ExecutionProvider')} | "
-                    f"{op.calls} | {op.total_ms:.3f} | {op.share * 100:.1f} % |"
+                    f"{fmt_per_iteration(op.calls_per_iteration, op.calls)} | "
+                    f"{fmt_per_iteration(op.ms_per_iteration, op.total_ms, '.3f')} | "
+                    f"{op.share * 100:.1f} % |"
                     for op in g.profile[: data.top_ops]]
     return "\n".join(out) + "\n"
+
+
+def fmt_per_iteration(value: float | None, total: float, spec: str = ".3g") -> str:
+    """A per-iteration figure; without a known iteration count, the total marked as such."""
+    if value is None:
+        return f"{total:{spec}} (total)"
+    return f"{value:{spec}}"
 
 
 def _cell(text: str | None) -> str:

@@ -235,47 +235,104 @@ def test_a_device_without_state_gives_none_and_no_warning():
 # ---------------------------------------------------------------------------- profiles
 
 
-def test_profile_top_operators_from_onnxruntime(bundle, tmp_path):
+@pytest.fixture(scope="module")
+def host_runner():
+    from edgepack.runner.build import build_runner
+
+    return build_runner("host")
+
+
+def _profiled_run(engine, bundle, tmp_path, request, config):
+    if engine == "native":
+        from edgepack.runner.local import run_local
+
+        return run_local(request.getfixturevalue("host_runner"), bundle.predict_path,
+                         bundle.set_dir(0), tmp_path / "out", config,
+                         profile_prefix=str(tmp_path / "prof"))
     from edgepack.runner.python_engine import run_python
 
-    result = run_python(bundle.predict_path, bundle.set_dir(0), tmp_path / "out",
-                        RunConfig(iterations=5), profile_prefix=str(tmp_path / "prof"))
-    ops = parse_profile(result.profile_file)
-    kinds = {op.op_type for op in ops}
-    assert {"Conv", "ReduceMean"} <= kinds
+    return run_python(bundle.predict_path, bundle.set_dir(0), tmp_path / "out", config,
+                      profile_prefix=str(tmp_path / "prof"))
+
+
+@pytest.mark.parametrize("engine", ["native", "python"])
+def test_a_real_profile_counts_only_the_timed_iterations(engine, bundle, tmp_path, request):
+    result = _profiled_run(engine, bundle, tmp_path, request, RunConfig(warmup=3, iterations=5))
+    trace = json.loads(open(result.profile_file, encoding="utf-8").read())
+    trace = trace["traceEvents"] if isinstance(trace, dict) else trace
+    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in trace
+                  if e.get("cat") == "Session" and e.get("name") == "model_run")
+    # onnxruntime traces the whole session: the first inference, 3 warm-ups, 5 timed runs.
+    assert len(runs) == 1 + 3 + 5 and len(result.latencies_ms) == 5
+    kernels = [e for e in trace if e.get("cat") == "Node"
+               and e["name"].endswith("_kernel_time")]
+    nodes: dict[tuple[str, str], set[str]] = {}
+    for e in kernels:
+        nodes.setdefault((e["args"]["op_name"], e["args"]["provider"]), set()).add(e["name"])
+
+    def kernel_ms(span):
+        return sum(e["dur"] for e in kernels if span[0] <= e["ts"] <= span[1]) / 1000
+
+    ops = parse_profile(result.profile_file, len(result.latencies_ms))
+    assert {"Conv", "ReduceMean"} <= {op.op_type for op in ops}
     assert all(op.provider == "CPUExecutionProvider" for op in ops)
+    assert {op.iterations for op in ops} == {5}
+    # Every node ran once per timed iteration, not 9 times over the session.
+    assert {(op.op_type, op.provider): op.calls_per_iteration for op in ops} == {
+        key: len(names) for key, names in nodes.items()}
+    assert all(op.calls == 5 * len(nodes[(op.op_type, op.provider)]) for op in ops)
+    total = sum(op.total_ms for op in ops)
+    assert total == pytest.approx(sum(kernel_ms(r) for r in runs[-5:]))
+    first = kernel_ms(runs[0])
+    assert first > 0 and sum(e["dur"] for e in kernels) / 1000 - total >= first - 1e-9
     assert sum(op.share for op in ops) == pytest.approx(1.0)
     assert ops == sorted(ops, key=lambda o: -o.total_ms)
-    conv = next(op for op in ops if op.op_type == "Conv")
-    assert conv.calls >= 2 * 7  # two Conv nodes x (first + warmup + 5 timed) runs
 
     both = merge_op_times([ops, ops])
     assert [o.op_type for o in both] == [o.op_type for o in ops]
     assert both[0].total_ms == pytest.approx(2 * ops[0].total_ms)
     assert both[0].share == pytest.approx(ops[0].share)
+    assert both[0].iterations == 10
+    assert both[0].calls_per_iteration == ops[0].calls_per_iteration
 
 
-def test_profile_reads_only_kernel_time(tmp_path):
+def _event(name, ts, dur, op=None, provider="CPUExecutionProvider", cat="Node"):
+    args = {"op_name": op, "provider": provider} if op else {}
+    return {"cat": cat, "name": name, "ts": ts, "dur": dur, "args": args}
+
+
+def test_profile_reads_only_kernel_time_of_the_timed_runs(tmp_path):
     trace = [
-        {"cat": "Session", "name": "model_run", "dur": 900},
-        {"cat": "Node", "name": "conv_fence_before", "dur": 5, "args": {"op_name": "Conv"}},
-        {"cat": "Node", "name": "conv_kernel_time", "dur": 600,
-         "args": {"op_name": "FusedConv", "provider": "XnnpackExecutionProvider"}},
-        {"cat": "Node", "name": "relu_kernel_time", "dur": 200,
-         "args": {"op_name": "Relu", "provider": "CPUExecutionProvider"}},
-        {"cat": "Node", "name": "conv2_kernel_time", "dur": 200,
-         "args": {"op_name": "FusedConv", "provider": "XnnpackExecutionProvider"}},
+        _event("model_loading_uri", 0, 50, cat="Session"),
+        # The first inference: slow, and not one of the timed runs.
+        _event("model_run", 100, 5000, cat="Session"),
+        _event("conv_kernel_time", 110, 4000, "FusedConv", "XnnpackExecutionProvider"),
+        # Two timed runs; a node event written before its run's event, as onnxruntime does.
+        _event("conv_fence_before", 6005, 5, "Conv"),
+        _event("conv_kernel_time", 6010, 600, "FusedConv", "XnnpackExecutionProvider"),
+        _event("model_run", 6000, 1000, cat="Session"),
+        _event("relu_kernel_time", 6700, 200, "Relu"),
+        _event("model_run", 8000, 1000, cat="Session"),
+        _event("conv_kernel_time", 8010, 200, "FusedConv", "XnnpackExecutionProvider"),
+        _event("stray_kernel_time", 7500, 50, "Relu"),  # between runs
     ]
     path = tmp_path / "p.json"
     path.write_text(json.dumps(trace))
-    ops = parse_profile(path)
-    assert [(o.op_type, o.provider, o.calls, o.total_ms, o.share) for o in ops] == [
-        ("FusedConv", "XnnpackExecutionProvider", 2, 0.8, 0.8),
-        ("Relu", "CPUExecutionProvider", 1, 0.2, pytest.approx(0.2)),
+    ops = parse_profile(path, 2)
+    assert [(o.op_type, o.provider, o.calls, o.total_ms, o.share, o.iterations) for o in ops] == [
+        ("FusedConv", "XnnpackExecutionProvider", 2, 0.8, 0.8, 2),
+        ("Relu", "CPUExecutionProvider", 1, 0.2, pytest.approx(0.2), 2),
     ]
+    assert ops[0].calls_per_iteration == 1 and ops[0].ms_per_iteration == pytest.approx(0.4)
+    path.write_text(json.dumps({"traceEvents": trace}))  # the object form reads the same
+    assert parse_profile(path, 2) == ops
+    # All three runs were asked for: the first inference's 4 ms are in.
+    assert parse_profile(path, 3)[0].total_ms == pytest.approx(4.8)
+    with pytest.raises(EdgepackError, match="3 model_run event.*fewer than the 4 timed"):
+        parse_profile(path, 4)
     path.write_text("{not json")
     with pytest.raises(EdgepackError, match="unreadable onnxruntime profile"):
-        parse_profile(path)
+        parse_profile(path, 1)
 
 
 # ---------------------------------------------------------------------------- the host
@@ -290,4 +347,23 @@ def test_the_host_as_a_target_keeps_outputs_and_profiles(bundle, tmp_path):
     assert run.device is not None and run.device.serial == "host"
     assert run.work_dir and list((tmp_path / "w").rglob("test_data_set_0/output_0.pb"))
     assert {op.op_type for op in run.profile} >= {"Conv"}
+    assert {op.iterations for op in run.profile} == {5}
+    # Profiling slows every iteration: a profiled run is kept apart from plain ones.
+    assert run.config_key == "cpu/t1/cpu=1/profile"
     assert result.exit_code == ExitCode.OK
+
+
+def test_a_device_profile_is_pulled_and_counts_the_timed_iterations(virtual_devices, host_runner,
+                                                                     lab_bundle, tmp_path):
+    from tests.conftest import run_cli
+
+    device = virtual_devices.start(model="Pixel 7")
+    r = run_cli("bench", lab_bundle, "--device", device.serial, "--repeat", "1", "--warmup", "3",
+                "--iterations", "5", "--profile", "--db", tmp_path / "h.db", "--json")
+    assert r.code == 0, r.stderr
+    (g,) = r.json()["results"]
+    assert g["config_key"] == "cpu/t1/profile" and g["warnings"] == []
+    assert g["profile"] and {op["iterations"] for op in g["profile"]} == {5}
+    # Each node once per timed iteration; 9 inferences over 5 would give 1.8 per node.
+    assert all(op["calls_per_iteration"] == int(op["calls_per_iteration"]) >= 1
+               for op in g["profile"])

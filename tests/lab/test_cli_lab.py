@@ -13,9 +13,11 @@ def test_bench_on_the_host_stores_runs_and_writes_reports(lab_bundle, tmp_path):
     assert r.code == 0, r.stderr
     doc = r.json()
     assert doc["schema"] == "edgepack-report/1" and doc["label"] == "main"
-    assert [g["config_key"] for g in doc["results"]] == ["cpu/t1", "cpu/t2"]
+    # Profiled runs are keyed apart: profiling slows them.
+    assert [g["config_key"] for g in doc["results"]] == ["cpu/t1/profile", "cpu/t2/profile"]
     assert all(g["outcome"] == "pass" and g["latency_ms"]["count"] == 16 for g in doc["results"])
     assert len(doc["results"][0]["profile"]) == 2  # --top 2
+    assert doc["results"][0]["profile"][0]["iterations"] == 16  # 2 repeats x 8 timed
     assert sorted(p.name for p in reports.iterdir()) == ["junit.xml", "report.html",
                                                           "report.json", "report.md"]
 
@@ -62,7 +64,7 @@ def test_bad_options_are_bad_input(lab_bundle, tmp_path):
         (["--ep", "cpu,gpu"], "unknown execution provider 'gpu'"),
         (["--threads", "one"], "--threads 'one': expected integers"),
         (["--cpu-affinity", "xyz"], "not a CPU mask"),
-        (["--repeat", "0"], "--repeat and --iterations must be >= 1"),
+        (["--repeat", "0"], "Invalid value for '--repeat'"),
     ):
         r = run_cli("bench", lab_bundle, "--device", "host", "--db", tmp_path / "h.db", *args)
         assert r.code == 2 and message in r.stderr, (args, r.stderr)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from edgepack.bench import BenchListener, BenchParams, run_bench
+from edgepack.bench import BenchListener, BenchParams, config_key, run_bench
 from edgepack.bundle import load_bundle
 from edgepack.errors import EdgepackError
 from edgepack.history import (
@@ -93,6 +93,31 @@ def test_files_of_schema_1_are_upgraded_and_say_why_they_cannot_be_reported(bund
         assert len(runs) == 2 and runs[0].stats is not None and runs[0].deploy_result() is None
         with pytest.raises(EdgepackError, match="history schema 1"):
             store.bench_result(runs)
+
+
+def test_schema_2_files_get_profiled_runs_keyed_apart(bundle, tmp_path, monkeypatch):
+    """Before schema 3 a profiled run's key did not say so, and regress matched it with plain
+    runs; the migration adds `/profile` to the keys of runs whose config was profiled."""
+    path = tmp_path / "h.db"
+    monkeypatch.setattr("edgepack.history.MIGRATIONS", MIGRATIONS[:2])
+    with HistoryStore.open(path) as store:
+        plain = bench_into(store, bundle, [FakePhone("A")], tmp_path, label="main")
+        profiled = bench_into(store, bundle, [FakePhone("A")], tmp_path, profile=True)
+        nnapi = bench_into(store, bundle, [FakePhone("A")], tmp_path, eps=("nnapi",),
+                           profile=True)
+        # The keys as an edgepack of schema 2 wrote them.
+        store.conn.execute("UPDATE runs SET config_key = replace(config_key, '/profile', '')")
+        assert store.schema_version == 2
+    monkeypatch.setattr("edgepack.history.MIGRATIONS", MIGRATIONS)
+    with HistoryStore.open(path) as store:
+        assert store.schema_version == len(MIGRATIONS) == 3
+        keys = {(r.session, r.config_key) for r in store.runs()}
+        assert keys == {(plain.session, "cpu/t1"), (profiled.session, "cpu/t1/profile"),
+                        (nnapi.session, "nnapi/t1/profile")}
+        assert all(r.config_key == config_key(r.config) for r in store.runs())
+    with HistoryStore.open(path) as store:  # opened again: nothing is added twice
+        assert {r.config_key for r in store.runs()} == {"cpu/t1", "cpu/t1/profile",
+                                                        "nnapi/t1/profile"}
 
 
 def test_errors_and_failures_are_stored_too(bundle, tmp_path):

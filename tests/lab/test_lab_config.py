@@ -74,6 +74,19 @@ def test_a_good_file_reads_whole(tmp_path):
     ("[defaults]\nthreads = [1, \"two\"]\n", "lab.toml:2: defaults.threads:"),
     ("[defaults]\nep = [\"cpu\", \"gpu\"]\n", "lab.toml:2: defaults.ep: expected one or a list"),
     ("[defaults]\ncooldown = true\n", "lab.toml:2: defaults.cooldown: expected a number"),
+    # TOML spells nan and inf; neither is a duration or a percentage
+    ("[defaults]\ncooldown = nan\n", "lab.toml:2: defaults.cooldown: expected a number >= 0, "
+                                      "not nan"),
+    ("[defaults]\ntimeout = inf\n", "lab.toml:2: defaults.timeout: expected a number >= 1, "
+                                     "not inf"),
+    ("[defaults]\nthreshold_percent = -nan\n", "lab.toml:2: defaults.threshold_percent: "
+                                                "expected a number >= 0"),
+    # the runner's own limits
+    ("[defaults]\niterations = 20000000\n", "lab.toml:2: defaults.iterations: expected an "
+                                             "integer <= 10000000, not 20000000"),
+    ("[defaults]\ntimeout = 2e6\n", "lab.toml:2: defaults.timeout: expected a number <= 1000000"),
+    ("[defaults]\nthreads = [1, 5000]\n", "lab.toml:2: defaults.threads: expected an integer "
+                                           "from 0 to 4096"),
     ("[defaults]\nalpha = 1.5\n", "lab.toml:2: defaults.alpha: expected a probability"),
     ("[defaults]\n\ncpu_affinity = \"zz\"\n", "lab.toml:3: defaults.cpu_affinity: cpu affinity"),
     ("[device]\nserial = \"x\"\n", "lab.toml:1: device: unknown key (did you mean 'devices'?)"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -45,6 +47,25 @@ def test_both_the_threshold_and_the_test_must_agree():
     assert few.change > 0.05 and few.p_value >= 0.01 and not few.regression
 
 
+def test_too_few_samples_to_reach_alpha_are_not_judged():
+    # 4 a side, every candidate sample 30 % slower: the exact p is 1/C(8, 4) = 1/70, the
+    # smallest there is, and still not below 0.01. That is "cannot tell", not "no change".
+    base, slow = [10.0, 10.2, 9.9, 10.1], [13.0, 13.2, 12.9, 13.1]
+    t = latency_test(base, slow)
+    assert t.smallest_p == pytest.approx(1 / 70) and t.p_value == pytest.approx(1 / 70)
+    assert not t.judged and not t.regression and t.verdict == "too few samples"
+    assert "1/C(8, 4) = 0.014" in t.too_few() and "5 iterations a side" in t.too_few()
+    # Computed from the sizes and alpha, not a fixed count: 4 a side can reach 0.05 ...
+    loose = latency_test(base, slow, alpha=0.05)
+    assert loose.judged and loose.regression
+    # ... 3 a side cannot (1/20 is not below 0.05), and 2 against 50 can reach 0.01 (1/1326).
+    assert not latency_test(base[:3], slow[:3], alpha=0.05).judged
+    assert latency_test([10.0, 10.1], samples(1, n=50, median=13.0)).regression
+    # Ties send scipy to the normal approximation, whose p can undercut the exact bound.
+    tied = latency_test([10.0, 10.0, 10.0], [13.0, 13.0, 13.0], alpha=0.04)
+    assert tied.p_value < 0.04 and not tied.judged and not tied.regression
+
+
 def test_improvements_are_told_apart():
     t = latency_test(samples(3), [x * 0.8 for x in samples(4)])
     assert t.improvement and not t.regression and t.change < -0.15
@@ -62,9 +83,9 @@ def bundle(lab_bundle):
     return load_bundle(lab_bundle)
 
 
-def store_runs(store, bundle, tmp_path, phones, label=None):
-    return run_bench([bundle], [p.target() for p in phones],
-                     BenchParams(repeat=2, iterations=40, probe_state=False),
+def store_runs(store, bundle, tmp_path, phones, label=None, **params):
+    params = {"repeat": 2, "iterations": 40, "probe_state": False, **params}
+    return run_bench([bundle], [p.target() for p in phones], BenchParams(**params),
                      [HistoryListener(store)], work_dir=tmp_path, label=label)
 
 
@@ -132,6 +153,26 @@ def test_baselines_match_by_model_and_previous_excludes_the_candidate(bundle, tm
         assert first.compared == 0  # nothing ran before it; itself is never its baseline
 
 
+def test_a_profiled_session_is_compared_only_with_profiled_runs(bundle, tmp_path):
+    # Profiling slows every iteration (shufflenet +31 %): against plain runs it would read as
+    # a regression.
+    with HistoryStore.open(tmp_path / "h.db") as store:
+        store_runs(store, bundle, tmp_path, [phone("A", 1)], label="main")
+        profiled = store_runs(store, bundle, tmp_path, [phone("A", 2, scale=1.3)],
+                              label="pr", profile=True)
+        report = compare_runs(store, store.runs(session=profiled.session),
+                              resolve_baseline(store, "previous"))
+        (c,) = report.comparisons
+        assert c.config_key == "cpu/t1/profile" and not c.regressed
+        assert report.compared == 0 and "profiled runs are compared only with profiled" in c.note
+        again = store_runs(store, bundle, tmp_path, [phone("A", 3, scale=1.3)], profile=True)
+        report = compare_runs(store, store.runs(session=again.session),
+                              resolve_baseline(store, "previous"))
+        (c,) = report.comparisons
+        assert c.baseline is not None and c.baseline.session == profiled.session
+        assert not c.regressed
+
+
 def test_baseline_references(bundle, lab_bundle, tmp_path):
     with HistoryStore.open(tmp_path / "h.db") as store:
         with pytest.raises(EdgepackError, match="no session is labelled 'main'"):
@@ -176,10 +217,48 @@ def test_regress_from_history_exits_1_on_a_regression(bundle, lab_bundle, tmp_pa
     assert missing.code == 2 and "no session is labelled 'nope'" in missing.stderr
 
 
+def test_regress_refuses_to_judge_latency_on_too_few_samples(bundle, lab_bundle, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    db = tmp_path / "h.db"
+    with HistoryStore.open(db) as store:
+        store_runs(store, bundle, tmp_path, [phone("A", 1)], label="main", repeat=1,
+                   iterations=4)
+        store_runs(store, bundle, tmp_path, [phone("A", 2, scale=1.5)], label="pr", repeat=1,
+                   iterations=4)
+    args = ["regress", lab_bundle, "--baseline", "label:main", "--from-history", "--db", db]
+    r = run_cli(*args, "--json", "--report-dir", tmp_path / "rep")
+    assert r.code == 2, r.stderr
+    assert "latency not judged in 1 of 1 comparison(s): too few samples to judge at " \
+           "alpha=0.01" in r.stderr
+    doc = r.json()
+    assert doc["regressions"] == 0 and doc["unjudged"] == 1 and doc["compared"] == 1
+    (c,) = doc["comparisons"]
+    assert c["unjudged"] and not c["regressed"]
+    assert c["latency"]["verdict"] == "too few samples" and c["latency"]["judged"] is False
+    assert c["latency"]["smallest_p"] == pytest.approx(1 / 70)
+    assert "1/C(8, 4)" in c["latency"]["reason"]
+    human = run_cli(*args)
+    assert human.code == 2
+    assert "NOT JUDGED" in human.stdout and "no regression in" not in human.stdout
+    assert "latency was NOT JUDGED in 1 of them (too few samples)" in human.stdout
+    # The reports say it too: junit skips the case instead of passing it.
+    case = next(ET.parse(tmp_path / "rep" / "junit.xml").iter("testcase"))
+    skipped = case.find("skipped")
+    assert skipped is not None and "too few samples" in skipped.get("message")
+    assert ET.parse(tmp_path / "rep" / "junit.xml").getroot().get("skipped") == "1"
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert report["summary"]["unjudged"] == 1 and report["summary"]["passed"] == 0
+    assert report["results"][0]["outcome"] == "unjudged"
+    assert "NOT JUDGED" in (tmp_path / "rep" / "report.md").read_text()
+    assert "NOT JUDGED" in (tmp_path / "rep" / "report.html").read_text()
+    # At alpha 0.05 the same 4 a side can be judged, and are slower.
+    assert run_cli(*args, "--alpha", "0.05").code == 1
+
+
 def test_regress_from_history_writes_the_reports_its_bench_wrote(lab_bundle, tmp_path):
     """A CI job that benches in one step and judges in another gets the same reports from the
     store as the bench wrote, plus the regression verdict."""
-    import json
     import sqlite3
     import xml.etree.ElementTree as ET
 
@@ -238,8 +317,6 @@ def test_regress_runs_on_the_host_and_writes_reports(lab_bundle, tmp_path):
     assert r.code == 0, r.stderr
     doc = r.json()
     assert doc["regressions"] == 0 and doc["comparisons"][0]["baseline"]["label"] == "base"
-    import json
-
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert report["regression"]["compared"] == 1
     assert report["results"][0]["regression"]["regressed"] is False

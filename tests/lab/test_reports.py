@@ -82,8 +82,10 @@ def test_junit_parses_and_counts(lab_report):
     assert "latency ms: median" in cases[("picture.A", "cpu/t1")].find("system-out").text
     counts = dict(data.counts)
     assert counts.pop("unstable") == sum(g.unstable for g in data.groups)
+    assert counts.pop("drifting") == sum(g.drifting for g in data.groups)
     assert counts == {"tests": 8, "passed": 3, "failures": 3, "errors": 2, "mismatches": 2,
-                      "regressions": 1}
+                      "regressions": 1, "unjudged": 0}
+    assert root.get("skipped") == "0"
 
 
 def test_report_json_follows_its_schema(lab_report):
@@ -102,12 +104,17 @@ def test_report_json_follows_its_schema(lab_report):
     a = results[("A", "cpu/t1")]
     assert a["outcome"] == "pass" and a["latency_ms"]["count"] == 60
     assert set(a["latency_ms"]) == {"count", "mean_ms", "median_ms", "std_ms", "min_ms",
-                                    "max_ms", "p90_ms", "p95_ms", "p99_ms", "cv"}
+                                    "max_ms", "p90_ms", "p95_ms", "p99_ms", "cv", "q1_ms",
+                                    "q3_ms", "spread", "outliers"}
+    assert {"unstable", "spread", "outliers", "drift", "drifting"} <= set(a)
+    assert a["drift"]["repeats"] == 2 and a["spread"] < 0.10 and not a["unstable"]
     assert a["outputs"][0]["metrics"]["snr_db"] == "inf"
     assert a["peak_rss_mb"] == 50.0 and a["session_create_ms"] == 12.5
     assert results[("B", "cpu/t1")]["outcome"] == "fail"
     assert results[("D", "cpu/t2")]["regressed"] is True
     assert results[("D", "cpu/t2")]["regression"]["latency"]["regression"] is True
+    assert results[("D", "cpu/t2")]["regression"]["latency"]["verdict"] == "regression"
+    assert doc["regression"]["unjudged"] == 0
     assert results[("C", "cpu/t2")]["latency_ms"] is None
     assert len(doc["runs"]) == 16 and len(doc["runs"][0]["latencies_ms"]) == 30
     assert doc["regression"]["regressions"] == 1
