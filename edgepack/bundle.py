@@ -2,15 +2,21 @@
 
 Layout (the init/predict split of Caffe2's mobile exporter, in standard ONNX):
 
-    manifest.json                 this module's Manifest, schema_version 1
+    manifest.json                 this module's Manifest, schema_version 2
     predict.onnx                  the graph; every initializer over 1 KiB lives in init.bin
     init.bin                      the external-data file predict.onnx points at
     test_data_set_<k>/input_<i>.pb    named TensorProto inputs (ONNX test-data layout)
     test_data_set_<k>/output_<i>.pb   expected outputs, from onnxruntime's CPU provider
+    host/nodes.json               what the exporter knew of each node (PyTorch module, FX node);
+                                  kept on the host for diagnosis, never pushed to a device
 
 The manifest is the schema; everything else is derived from it. A bundle is written into a hidden
 temporary directory and renamed into place, and the manifest is written last, so nothing
 half-written ever looks like a bundle.
+
+A manifest is read by one function, `Manifest.from_json`, which types every field and checks
+every path it names (plain relative paths inside the bundle, in the places pack puts them), so no
+later reader can be led outside the bundle by a hostile manifest.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,17 +34,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgepack import __version__
-from edgepack.errors import EdgepackError, short
+from edgepack.errors import EdgepackError, ExitCode, short
 from edgepack.fileio import atomic_write_text, cache_root, sha256_bytes, sha256_file
 from edgepack.onnx_model import TensorSpec
 
 if TYPE_CHECKING:
     from edgepack.inputs import InputRequest, InputValue
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)  # 2 added host_files and TensorFile.nonfinite; 1 reads as before
 MANIFEST = "manifest.json"
 PREDICT = "predict.onnx"
 INIT = "init.bin"
+NODE_MAP = "host/nodes.json"
 EXTERNAL_THRESHOLD = 1024  # bytes: "every initializer above 1 KiB"
 EXPORT_METADATA_KEY = "edgepack.export"
 
@@ -83,6 +93,8 @@ class TensorFile:
     dtype: str
     shape: list[int]
     source: dict[str, Any] | None = None
+    nonfinite: int = 0  # NaN and inf values in it: an expected output holds some only by
+    # `pack --allow-nonfinite`, and then they must match exactly
 
 
 @dataclass(frozen=True)
@@ -122,9 +134,11 @@ class Manifest:
     inputs: list[TensorSpec]
     outputs: list[OutputSpec]
     test_sets: list[TestSet]
-    files: list[FileEntry]
+    files: list[FileEntry]  # what a device needs: every one of them is pushed
     provenance: Provenance
     expected_outputs: dict[str, Any] = field(default_factory=dict)
+    # Files for the host alone (the node map): hashed and verified like the others, never pushed.
+    host_files: list[FileEntry] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,37 +148,25 @@ class Manifest:
         return json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> Manifest:
+    def from_json(cls, doc: Any) -> Manifest:
+        """The one reader of manifests: every field typed, every path checked (see
+        `check_manifest`). Raises EdgepackError (exit 2) naming what is wrong."""
+        from edgepack.serialize import from_jsonable
+
+        if not isinstance(doc, dict):
+            raise EdgepackError(f"malformed manifest (a JSON {type(doc).__name__}, not an object)")
         version = doc.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_SCHEMAS:
             raise EdgepackError(
                 f"bundle manifest schema_version {version!r} is not one this edgepack reads "
-                f"({SCHEMA_VERSION}); repack the model with this version"
+                f"({', '.join(map(str, READABLE_SCHEMAS))}); repack the model with this version"
             )
-        return cls(
-            schema_version=version,
-            name=doc["name"],
-            edgepack_version=doc["edgepack_version"],
-            onnxruntime_version=doc["onnxruntime_version"],
-            model=ModelInfo(**doc["model"]),
-            inputs=[TensorSpec(**t) for t in doc["inputs"]],
-            outputs=[
-                OutputSpec(o["name"], o["dtype"], o["shape"], Tolerance(**o["tolerance"]))
-                for o in doc["outputs"]
-            ],
-            test_sets=[
-                TestSet(
-                    s["index"],
-                    s["dir"],
-                    [TensorFile(**t) for t in s["inputs"]],
-                    [TensorFile(**t) for t in s["outputs"]],
-                )
-                for s in doc["test_sets"]
-            ],
-            files=[FileEntry(**f) for f in doc["files"]],
-            provenance=Provenance(**doc["provenance"]),
-            expected_outputs=doc.get("expected_outputs", {}),
-        )
+        try:
+            manifest = from_jsonable(cls, doc)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise EdgepackError(f"malformed manifest ({short(exc)})") from None
+        check_manifest(manifest)
+        return manifest
 
     def tolerance(self, output: str) -> Tolerance:
         for o in self.outputs:
@@ -203,6 +205,108 @@ class Bundle:
         return sum(f.size for f in self.manifest.files)
 
 
+# ---------------------------------------------------------------------------- checking
+
+# One path component as pack writes them (predict.onnx, test_data_set_0, input_0.pb): no
+# leading dot (so no `.` or `..`), no separators, no characters a shell or a device's file
+# system could read another way.
+_COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def check_path(path: str, what: str) -> None:
+    """A manifest path must be plain, relative and inside the bundle: components joined by
+    '/', none empty, '.', '..' or hidden, no backslash, no absolute path, no drive letter."""
+    problem = None
+    if not path:
+        problem = "it is empty"
+    elif path.startswith("/"):
+        problem = "it is absolute"
+    elif "\\" in path:
+        problem = "it holds a backslash"
+    else:
+        for part in path.split("/"):
+            if part in ("", ".", ".."):
+                problem = ("it leaves its directory" if part == ".."
+                           else "it has an empty or '.' part")
+                break
+            if not _COMPONENT.fullmatch(part):
+                problem = f"part {part!r} is not a plain file name"
+                break
+    if problem:
+        raise EdgepackError(f"manifest {what} {path!r} is not a plain relative path inside the "
+                            f"bundle ({problem})")
+
+
+def check_manifest(m: Manifest) -> None:
+    """Everything a reader relies on: paths inside the bundle and where pack puts them, every
+    named file hashed, no file listed twice."""
+    for o in m.outputs:
+        t = o.tolerance
+        if not (0 <= t.rtol < float("inf") and 0 <= t.atol < float("inf")):
+            raise EdgepackError(f"manifest tolerance of output {o.name!r} must be finite and "
+                                f">= 0 (rtol {t.rtol}, atol {t.atol})")
+    if not m.name or any(ord(c) < 32 or c == "\x7f" for c in m.name) or len(m.name) > 255:
+        raise EdgepackError(f"manifest name {m.name!r} is empty, too long or holds control "
+                            "characters")
+    listed: dict[str, FileEntry] = {}
+    for where, entries in (("files", m.files), ("host_files", m.host_files)):
+        for entry in entries:
+            check_path(entry.path, f"{where} entry")
+            if entry.path in listed or entry.path == MANIFEST:
+                raise EdgepackError(f"manifest lists {entry.path!r} twice (or lists itself)")
+            if not _SHA256.fullmatch(entry.sha256) or entry.size < 0:
+                raise EdgepackError(f"manifest {where} entry {entry.path!r} has a malformed "
+                                    "sha256 or size")
+            listed[entry.path] = entry
+    pushed = {f.path for f in m.files}
+    for what, path in (("model file", m.model.file),
+                       ("model external_data", m.model.external_data)):
+        check_path(path, what)
+        if path not in pushed:
+            raise EdgepackError(f"manifest {what} {path!r} is not among the bundle's files")
+    for position, test_set in enumerate(m.test_sets):
+        check_path(test_set.dir, f"test set {position} dir")
+        if test_set.index != position:
+            raise EdgepackError(f"manifest test set {position} says it is set {test_set.index}")
+        for kind, tensors in (("input", test_set.inputs), ("output", test_set.outputs)):
+            for i, tensor in enumerate(tensors):
+                # Runners read input_<i>.pb from the set's directory and write output_<i>.pb:
+                # a manifest naming any other file would be judged against something else.
+                want = f"{test_set.dir}/{kind}_{i}.pb"
+                if tensor.file != want:
+                    raise EdgepackError(f"manifest test set {position} {kind} {i} is "
+                                        f"{tensor.file!r}, not {want!r}")
+                if tensor.file not in pushed:
+                    raise EdgepackError(f"manifest {kind} file {tensor.file!r} is not among the "
+                                        "bundle's files")
+    for host in m.host_files:
+        if host.path in pushed:
+            raise EdgepackError(f"manifest lists {host.path!r} as both a device and a host file")
+
+
+def _check_on_disk(root: Path, rel: str, *, must_exist: bool) -> Path:
+    """The file a manifest path names, refusing symlinks anywhere below the bundle's root: a
+    link could lead a reader (or a push) anywhere on this machine."""
+    current = root
+    parts = rel.split("/")
+    for n, part in enumerate(parts):
+        current = current / part
+        try:
+            st = current.lstat()
+        except FileNotFoundError:
+            if must_exist:
+                raise EdgepackError(f"{root}: bundle file {rel} is missing") from None
+            return current
+        if stat.S_ISLNK(st.st_mode):
+            raise EdgepackError(f"{root}: bundle path {'/'.join(parts[:n + 1])} is a symbolic "
+                                "link; a bundle holds plain files only")
+        if n < len(parts) - 1 and not stat.S_ISDIR(st.st_mode):
+            raise EdgepackError(f"{root}: bundle path {'/'.join(parts[:n + 1])} is not a "
+                                "directory")
+    return current
+
+
 # ---------------------------------------------------------------------------- loading
 
 
@@ -216,12 +320,15 @@ def load_bundle(path: Path, *, verify: bool = True) -> Bundle:
         raise EdgepackError(f"{path}: not a bundle (no {MANIFEST}; make one with `edgepack pack`)")
     raw = manifest_path.read_bytes()
     try:
-        doc = json.loads(raw)
-        manifest = Manifest.from_json(doc)
-    except EdgepackError:
-        raise
-    except (ValueError, KeyError, TypeError) as exc:
-        raise EdgepackError(f"{manifest_path}: malformed manifest ({exc!r})") from None
+        manifest = Manifest.from_json(json.loads(raw))
+    except EdgepackError as exc:
+        raise EdgepackError(f"{manifest_path}: {exc.message}", exc.exit_code) from None
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise EdgepackError(f"{manifest_path}: malformed manifest ({short(exc)})") from None
+    for entry in [*manifest.files, *manifest.host_files]:
+        _check_on_disk(path, entry.path, must_exist=verify)
+    for test_set in manifest.test_sets:
+        _check_on_disk(path, test_set.dir, must_exist=verify)
     digest = sha256_bytes(raw)
     if verify:
         _verify_files(path, manifest, digest)
@@ -241,7 +348,7 @@ def _verify_files(path: Path, manifest: Manifest, digest: str) -> None:
     except (OSError, ValueError):
         known = {}
     seen: dict[str, list[int]] = {}
-    for entry in manifest.files:
+    for entry in [*manifest.files, *manifest.host_files]:
         file = path / entry.path
         if not _inside(path, file):
             raise EdgepackError(f"{path / MANIFEST}: file {entry.path!r} lies outside the bundle")
@@ -280,6 +387,8 @@ class PackOptions:
     rtol: float | None = None  # overrides for every output without its own entry
     atol: float | None = None
     force: bool = False
+    # Expected outputs holding NaN or inf prove little (NaN "matches" NaN); refused unless asked.
+    allow_nonfinite: bool = False
 
 
 def pack(model_path: Path, out_dir: Path, request: InputRequest, options: PackOptions) -> Bundle:
@@ -328,33 +437,33 @@ def _write_bundle(
     options: PackOptions,
 ) -> Bundle:
     from edgepack.onnx_model import opset_imports
-    from edgepack.tensors import write_tensor
+    from edgepack.tensors import array_dtype, write_tensor
 
     export_settings = _export_settings(model)
+    lifted = lift_constants(model)
+    node_map = strip_debug_info(model)
     external, inline = _write_predict_net(model, root)
 
     import onnxruntime as ort
 
     session = _expected_session(root / PREDICT)
+    # Lifting Constant nodes rewrote the graph: the original must still compute the same.
+    original = _expected_session(model_path) if lifted else None
     test_sets = []
     for k, values in enumerate(input_sets):
         set_dir = f"test_data_set_{k}"
         (root / set_dir).mkdir()
         feeds = {v.name: v.array for v in values}
-        try:
-            results = session.run(None, feeds)
-        except Exception as exc:
-            raise EdgepackError(
-                f"onnxruntime could not run the model on input set {k}: {short(exc)}"
-            ) from None
+        results = _run(session, feeds, k)
+        if original is not None:
+            _check_same(outputs, _run(original, feeds, k), results, k, lifted, options)
         in_files = []
         for i, v in enumerate(values):
             rel = f"{set_dir}/input_{i}.pb"
             write_tensor(root / rel, v.name, v.array)
             source = {k2: val for k2, val in asdict(v.source).items() if val not in (None, {})}
-            in_files.append(
-                TensorFile(v.name, rel, v.array.dtype.name, list(v.array.shape), source)
-            )
+            in_files.append(TensorFile(v.name, rel, array_dtype(v.array), list(v.array.shape),
+                                       source, _nonfinite(v.array)))
         out_files = []
         for i, (spec, array) in enumerate(zip(outputs, results, strict=True)):
             if not isinstance(array, np.ndarray):
@@ -362,16 +471,33 @@ def _write_bundle(
                     f"model output {spec.name!r} is not a tensor at run time; edgepack compares "
                     "tensors"
                 )
+            bad = _nonfinite(array)
+            if bad and not options.allow_nonfinite:
+                raise EdgepackError(
+                    f"input set {k}: the expected output {spec.name!r} holds {bad} NaN or inf "
+                    f"value(s) ({_first_nonfinite(array)}); a comparison against them proves "
+                    "little. Check the inputs (" + ", ".join(_describe_source(v) for v in values)
+                    + "), or pass --allow-nonfinite to pack them anyway (they must then match "
+                    "exactly)"
+                )
             rel = f"{set_dir}/output_{i}.pb"
             write_tensor(root / rel, spec.name, array)
-            out_files.append(TensorFile(spec.name, rel, array.dtype.name, list(array.shape)))
+            out_files.append(TensorFile(spec.name, rel, array_dtype(array), list(array.shape),
+                                        None, bad))
         test_sets.append(TestSet(k, set_dir, in_files, out_files))
 
+    host_files = []
+    if node_map is not None:
+        (root / NODE_MAP).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(root / NODE_MAP, json.dumps(node_map, indent=1, sort_keys=True) + "\n")
+        host_files.append(_entry(root, NODE_MAP))
+    host_paths = {f.path for f in host_files}
     files = [
-        FileEntry(rel, sha256_file(root / rel), (root / rel).stat().st_size)
+        _entry(root, rel)
         for rel in sorted(
-            str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()
+            p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()
         )
+        if rel not in host_paths
     ]
     source_sha = sha256_file(model_path)
     manifest = Manifest(
@@ -407,10 +533,61 @@ def _write_bundle(
             "threads": 1,
             "deterministic_compute": True,
         },
+        host_files=host_files,
     )
+    check_manifest(manifest)  # what pack writes, every reader must accept
     text = manifest.dumps()
     atomic_write_text(root / MANIFEST, text)
     return Bundle(root, manifest, sha256_bytes(text.encode()))
+
+
+def _entry(root: Path, rel: str) -> FileEntry:
+    return FileEntry(rel, sha256_file(root / rel), (root / rel).stat().st_size)
+
+
+def _run(session: Any, feeds: dict[str, np.ndarray], k: int) -> list[Any]:
+    try:
+        return session.run(None, feeds)
+    except Exception as exc:
+        raise EdgepackError(
+            f"onnxruntime could not run the model on input set {k}: {short(exc)}"
+        ) from None
+
+
+def _nonfinite(array: Any) -> int:
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fc":
+        return 0
+    return int(array.size - np.count_nonzero(np.isfinite(array)))
+
+
+def _first_nonfinite(array: np.ndarray) -> str:
+    flat = int(np.flatnonzero(~np.isfinite(array.ravel()))[0])
+    index = [int(i) for i in np.unravel_index(flat, array.shape)] if array.ndim else []
+    return f"the first, {array.ravel()[flat]}, at {index}"
+
+
+def _describe_source(value: InputValue) -> str:
+    src = value.source
+    where = src.file or (f"random, seed {src.seed}" if src.kind == "random" else src.kind)
+    bad = _nonfinite(value.array)
+    return f"{value.name} from {where}" + (f", which holds {bad} NaN or inf" if bad else "")
+
+
+def _check_same(outputs: list[TensorSpec], before: list[Any], after: list[Any], k: int,
+                lifted: int, options: PackOptions) -> None:
+    """The packed graph against the model as given, on the same inputs: a rewrite of the graph
+    must not change what it computes beyond the outputs' own tolerances."""
+    from edgepack.compare import compare_output
+
+    for spec, b, a in zip(outputs, before, after, strict=True):
+        b, a = np.asarray(b), np.asarray(a)
+        verdict = compare_output(spec.name, b, a, _tolerance_for(spec, options))
+        if not verdict.passed:
+            raise EdgepackError(
+                f"input set {k}: moving {lifted} Constant weight(s) into {INIT} changed output "
+                f"{spec.name!r} ({verdict.reason}); this is a bug in edgepack, please report it",
+                ExitCode.INTERNAL,
+            )
 
 
 def _tolerance_for(spec: TensorSpec, options: PackOptions) -> Tolerance:
@@ -464,6 +641,129 @@ def _write_predict_net(model: Any, root: Path) -> tuple[int, int]:
             external += 1
     (root / PREDICT).write_bytes(predict.SerializeToString(deterministic=True))
     return external, inline
+
+
+def lift_constants(model: Any) -> int:
+    """Constant nodes holding more than EXTERNAL_THRESHOLD bytes become initializers, so their
+    weights go to init.bin like everyone else's. paddle2onnx and some tf2onnx models keep every
+    weight so; left in predict.onnx, they would be pushed again with every change of the graph.
+    Returns how many were lifted (in subgraphs too)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    lifted = 0
+
+    def visit(graph: Any) -> None:
+        nonlocal lifted
+        graph_outputs = {o.name for o in graph.output}
+        kept = []
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    visit(attr.g)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    for g in attr.graphs:
+                        visit(g)
+            value = _constant_tensor(node)
+            # A graph output that is an initializer is not something every runtime produces.
+            if value is not None and node.output[0] not in graph_outputs:
+                size = (len(value.raw_data) if value.HasField("raw_data")
+                        else numpy_helper.to_array(value).nbytes)
+                if size > EXTERNAL_THRESHOLD:
+                    tensor = graph.initializer.add()
+                    tensor.CopyFrom(value)
+                    tensor.name = node.output[0]
+                    if model.ir_version < 4:  # before IR 4 every initializer is a graph input
+                        graph.input.append(helper.make_tensor_value_info(
+                            tensor.name, tensor.data_type, list(tensor.dims)))
+                    lifted += 1
+                    continue
+            kept.append(node)
+        if len(kept) != len(graph.node):
+            del graph.node[:]
+            graph.node.extend(kept)
+
+    visit(model.graph)
+    return lifted
+
+
+def _constant_tensor(node: Any) -> Any | None:
+    """The TensorProto of a `Constant` node's `value`, or None for any other node."""
+    import onnx
+
+    if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or len(node.output) != 1:
+        return None
+    if len(node.attribute) != 1 or node.attribute[0].name != "value":
+        return None  # value_float, value_ints...: scalars and short lists, never weights
+    value = node.attribute[0].t
+    if value.data_type == onnx.TensorProto.STRING:
+        return None
+    return value
+
+
+# Node metadata left out of the node map as well as predict.onnx: stack traces name files by
+# their absolute paths (home directories, virtualenvs), and the module names already say where
+# a node came from.
+_DROPPED_METADATA = ("pkg.torch.onnx.stack_trace",)
+
+
+def strip_debug_info(model: Any) -> dict[str, Any] | None:
+    """Remove what only a debugger needs from the model that goes to devices: per-node, per-value
+    and per-graph metadata_props (a dynamo export's module names, FX nodes and stack traces),
+    doc strings, and edgepack's own export record (the manifest keeps that). Returns the node map
+    kept on the host (which PyTorch module each node came from), or None when there was none."""
+    import onnx
+
+    nodes: list[dict[str, Any]] = []
+    values: dict[str, dict[str, str]] = {}
+    graphs: dict[str, dict[str, str]] = {}
+
+    def take(props: Any) -> dict[str, str]:
+        kept = {p.key: p.value for p in props if p.key not in _DROPPED_METADATA}
+        del props[:]
+        return kept
+
+    def visit(graph: Any, where: str) -> None:
+        graph.doc_string = ""
+        if meta := take(graph.metadata_props):
+            graphs[where] = meta
+        for group in (graph.input, graph.output, graph.value_info, graph.initializer):
+            for item in group:
+                item.doc_string = ""
+                if meta := take(item.metadata_props):
+                    values[item.name] = meta
+        for i, node in enumerate(graph.node):
+            node.doc_string = ""
+            if meta := take(node.metadata_props):
+                nodes.append({"graph": where, "index": i, "name": node.name,
+                              "op_type": node.op_type, "domain": node.domain, "metadata": meta})
+            for attr in node.attribute:
+                attr.doc_string = ""
+                label = f"{where}/{node.name or i}/{attr.name}"
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    visit(attr.g, label)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    for n, g in enumerate(attr.graphs):
+                        visit(g, f"{label}[{n}]")
+
+    model.doc_string = ""
+    for prop in list(model.metadata_props):
+        if prop.key == EXPORT_METADATA_KEY:
+            model.metadata_props.remove(prop)
+    visit(model.graph, "main")
+    for function in model.functions:
+        function.doc_string = ""
+        where = f"function {function.domain}.{function.name}"
+        if meta := take(function.metadata_props):
+            graphs[where] = meta
+        for i, node in enumerate(function.node):
+            node.doc_string = ""
+            if meta := take(node.metadata_props):
+                nodes.append({"graph": where, "index": i, "name": node.name,
+                              "op_type": node.op_type, "domain": node.domain, "metadata": meta})
+    if not (nodes or values or graphs):
+        return None
+    return {"schema": "edgepack-node-map/1", "nodes": nodes, "values": values, "graphs": graphs}
 
 
 def _all_initializers(graph: Any) -> list[Any]:

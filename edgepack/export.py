@@ -14,6 +14,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from edgepack.bundle import EXPORT_METADATA_KEY, Tolerance
 from edgepack.compare import OutputVerdict, compare_output
 from edgepack.errors import EdgepackError, ExitCode, short
 from edgepack.inputs import DynamicAxis, ExportInput
+from edgepack.limits import check_tensor_size
 from edgepack.onnx_model import TensorSpec
 
 EXPORTERS = ("dynamo", "torchscript")
@@ -58,6 +60,19 @@ class ValidationCase:
 
 
 @dataclass(frozen=True)
+class WeightsLoad:
+    """What --weights put into the module, and what it did not."""
+
+    path: Path
+    sha256: str
+    strict: bool
+    # Only possible with --no-strict: parameters the file lacks keep the values the factory gave
+    # them (often random), and entries the module lacks are dropped.
+    missing_keys: list[str] = field(default_factory=list)
+    unexpected_keys: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class ExportResult:
     path: Path
     exporter: str
@@ -71,6 +86,10 @@ class ExportResult:
     export_s: float
     size_bytes: int
     notes: list[str] = field(default_factory=list)
+    weights: WeightsLoad | None = None
+    # Things that make the exported model other than the user likely meant (a --no-strict load
+    # that left parameters as the factory built them): shown as warnings, and in --json.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -92,13 +111,29 @@ def export(options: ExportOptions, progress: Callable[[str], None] | None = None
     if out.exists() and not options.force:
         raise EdgepackError(f"{out}: already exists; choose another -o or pass --force")
     _check_names(options)
+    _check_opset(options.opset)
+    dynamic = {(d.name, d.axis) for d in options.dynamic}
+    for spec in options.inputs:
+        # Allocated at this shape, and by validation at one more along each dynamic axis.
+        largest = [n + 1 if (spec.name, axis) in dynamic else n
+                   for axis, n in enumerate(spec.shape)]
+        check_tensor_size(f"--input {spec.name}", largest, np.dtype(spec.dtype).itemsize)
 
+    with _model_module_named(options.model_ref):
+        return _export(options, progress, out)
+
+
+def _export(options: ExportOptions, progress: Callable[[str], None] | None, out: Path
+            ) -> ExportResult:
     import torch
 
     module = _build_module(options.model_ref)
-    weights_sha = (
-        _load_weights(module, options.weights, options.strict) if options.weights else None
+    weights = (
+        _load_weights(module, options.weights, options.strict, options.model_ref)
+        if options.weights else None
     )
+    warnings = [_weights_warning(weights)] if weights and (
+        weights.missing_keys or weights.unexpected_keys) else []
     module.eval()
     example = _seeded_inputs(options.inputs, options.seed)
     if progress:
@@ -111,7 +146,7 @@ def export(options: ExportOptions, progress: Callable[[str], None] | None = None
         detail = _run_exporter(module, example, tmp, options)
         export_s = time.perf_counter() - t0
         settings = {
-            "model": options.model_ref,
+            "model": _portable_ref(options.model_ref),
             "exporter": options.exporter,
             "opset": options.opset,
             "torch_version": torch.__version__,
@@ -121,7 +156,7 @@ def export(options: ExportOptions, progress: Callable[[str], None] | None = None
             "dynamic": [
                 {"name": d.name, "axis": d.axis, "label": d.label} for d in options.dynamic
             ],
-            "weights_sha256": weights_sha,
+            "weights_sha256": weights.sha256 if weights else None,
             "seed": options.seed,
         }
         onnx_inputs, onnx_outputs, opset = _finish_model(tmp, settings)
@@ -146,6 +181,8 @@ def export(options: ExportOptions, progress: Callable[[str], None] | None = None
             export_s=export_s,
             size_bytes=tmp.stat().st_size,
             notes=notes,
+            weights=weights,
+            warnings=warnings,
         )
         if result.passed:
             os.replace(tmp, out)
@@ -169,9 +206,21 @@ def _with_path(result: ExportResult, path: Path) -> ExportResult:
 
 
 def _check_names(options: ExportOptions) -> None:
+    """Names the exporter would trip over later, and with a worse message, after torch ran."""
     names = [i.name for i in options.inputs]
     if len(set(names)) != len(names):
         raise EdgepackError("each --input name must be given once")
+    seen: set[str] = set()
+    for name in options.output_names:
+        if not name:
+            raise EdgepackError("--output-name must not be empty")
+        if name in seen:
+            raise EdgepackError(f"--output-name {name} is given twice: each output needs a name "
+                                "of its own")
+        if name in names:
+            raise EdgepackError(f"--output-name {name} is also an --input name: an ONNX graph "
+                                "needs its inputs and outputs named differently")
+        seen.add(name)
     known = set(names) | set(options.output_names)
     for d in options.dynamic:
         if d.name not in known:
@@ -187,7 +236,85 @@ def _check_names(options: ExportOptions) -> None:
                 )
 
 
+def _check_opset(opset: int) -> None:
+    import onnx.defs
+
+    newest = onnx.defs.onnx_opset_version()
+    if not 1 <= opset <= newest:
+        raise EdgepackError(f"--opset {opset}: the installed onnx knows opsets 1 to {newest}")
+
+
 # ---------------------------------------------------------------------------- the module
+
+
+def _module_name(path: Path) -> str:
+    """The name a model file is imported under. Exporters write it into the model (a dynamo
+    export's node namespaces read `resnet20.ResNet/layer1.0: ...`), so it must not depend on
+    where the file lies: the file's stem, unless that would shadow a module already imported."""
+    stem = path.stem
+    if stem.isidentifier() and stem not in sys.modules:
+        return stem
+    return "edgepack_model"
+
+
+@contextlib.contextmanager
+def _model_module_named(ref: str) -> Any:
+    """Take the model file's module back out of sys.modules after the export, so the next
+    export in this process (tests, a notebook) imports its own file under the same name."""
+    before = dict(sys.modules)
+    try:
+        yield
+    finally:
+        for name in [n for n in sys.modules if n not in before]:
+            module = sys.modules[name]
+            if getattr(module, "__file__", None) and _is_model_file(ref, module.__file__):
+                del sys.modules[name]
+
+
+def _is_model_file(ref: str, file: str) -> bool:
+    target = ref.rpartition(":")[0]
+    return target.endswith(".py") and Path(target).resolve() == Path(file).resolve()
+
+
+def _portable_ref(ref: str) -> str:
+    """MODEL as the model records it: a file under the working directory by its relative path,
+    so the same checkout exported from two places records the same text."""
+    target, sep, attr = ref.rpartition(":")
+    if sep and (target.endswith(".py") or "/" in target):
+        path = Path(target)
+        if path.is_absolute():
+            with contextlib.suppress(ValueError):
+                return f"{path.resolve().relative_to(Path.cwd().resolve()).as_posix()}:{attr}"
+    return ref
+
+
+_TRACE_FILE = re.compile(r'File "([^"]+)"')
+
+
+def _portable_trace(trace: str) -> str:
+    """A stack trace with its files named relative to the working directory or to the Python
+    installation (`<site-packages>/torch/nn/modules/conv.py`): absolute paths name home
+    directories and virtualenvs, and would make two exports of one checkout differ."""
+    cwd = Path.cwd().resolve()
+    roots = sorted((Path(p).resolve() for p in sys.path if p and Path(p).is_dir()),
+                   key=lambda r: len(r.parts), reverse=True)
+
+    def portable(match: re.Match[str]) -> str:
+        path = Path(match.group(1))
+        if not path.is_absolute():
+            return match.group(0)
+        for base, label in ((cwd, None), *((r, r.name) for r in roots)):
+            try:
+                rel = path.relative_to(base).as_posix()
+            except ValueError:
+                continue
+            if label is None:
+                return f'File "{rel}"'
+            kind = "site-packages" if label in ("site-packages", "dist-packages") else "python"
+            return f'File "<{kind}>/{rel}"'
+        return f'File "<elsewhere>/{path.name}"'
+
+    return _TRACE_FILE.sub(portable, trace)
 
 
 def _build_module(ref: str) -> Any:
@@ -202,7 +329,7 @@ def _build_module(ref: str) -> Any:
         path = Path(target)
         if not path.is_file():
             raise EdgepackError(f"{path}: no such file")
-        name = "_edgepack_model_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+        name = _module_name(path)
         spec = importlib.util.spec_from_file_location(name, path)
         if spec is None or spec.loader is None:
             raise EdgepackError(f"{path}: cannot be imported as a Python module")
@@ -235,7 +362,7 @@ def _build_module(ref: str) -> Any:
     return built
 
 
-def _load_weights(module: Any, path: Path, strict: bool) -> str:
+def _load_weights(module: Any, path: Path, strict: bool, model_ref: str) -> WeightsLoad:
     import torch
 
     path = Path(path)
@@ -255,13 +382,43 @@ def _load_weights(module: Any, path: Path, strict: bool) -> str:
     if not isinstance(state, dict):
         raise EdgepackError(f"{path}: holds a {type(state).__name__}, not a state dict")
     try:
-        module.load_state_dict(state, strict=strict)
+        # Never strict here: torch's strict error buries the keys in a paragraph; the keys it
+        # returns are listed below instead. Shape mismatches raise either way.
+        keys = module.load_state_dict(state, strict=False)
     except RuntimeError as exc:
         raise EdgepackError(
             f"{path}: does not match the module: {_state_dict_problem(str(exc))} "
             "(--no-strict ignores missing and unexpected keys, not shape mismatches)"
         ) from None
-    return digest
+    loaded = WeightsLoad(path, digest, strict, list(keys.missing_keys),
+                         list(keys.unexpected_keys))
+    if strict and (loaded.missing_keys or loaded.unexpected_keys):
+        raise EdgepackError(
+            f"{path}: does not match the module {model_ref}: {_key_problems(loaded)}; "
+            "--no-strict loads the keys that match and leaves the others as built"
+        )
+    return loaded
+
+
+def _key_problems(w: WeightsLoad, shown: int = 8) -> str:
+    def listing(keys: list[str]) -> str:
+        more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+        return ", ".join(keys[:shown]) + more
+
+    parts = []
+    if w.missing_keys:
+        parts.append(f"{len(w.missing_keys)} key(s) of the module missing from the file: "
+                     f"{listing(w.missing_keys)}")
+    if w.unexpected_keys:
+        parts.append(f"{len(w.unexpected_keys)} key(s) in the file the module does not have: "
+                     f"{listing(w.unexpected_keys)}")
+    return "; ".join(parts)
+
+
+def _weights_warning(w: WeightsLoad) -> str:
+    kept = ("; the missing ones keep the values the model factory gave them"
+            if w.missing_keys else "")
+    return f"--no-strict: {w.path} does not match the module: {_key_problems(w)}{kept}"
 
 
 def _state_dict_problem(text: str) -> str:
@@ -370,6 +527,10 @@ def _finish_model(
     for prop in list(model.metadata_props):
         if prop.key == EXPORT_METADATA_KEY:
             model.metadata_props.remove(prop)
+    for node in _all_nodes(model):
+        for prop in node.metadata_props:
+            if prop.key == "pkg.torch.onnx.stack_trace":
+                prop.value = _portable_trace(prop.value)
     entry = model.metadata_props.add()
     entry.key = EXPORT_METADATA_KEY
     entry.value = json.dumps(settings, sort_keys=True)
@@ -382,6 +543,27 @@ def _finish_model(
         ) from None
     opset = next((op.version for op in model.opset_import if op.domain in ("", "ai.onnx")), 0)
     return describe_inputs(model), describe_outputs(model), int(opset)
+
+
+def _all_nodes(model: Any) -> list[Any]:
+    import onnx
+
+    found: list[Any] = []
+
+    def visit(nodes: Any) -> None:
+        for node in nodes:
+            found.append(node)
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    visit(attr.g.node)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    for g in attr.graphs:
+                        visit(g.node)
+
+    visit(model.graph.node)
+    for function in model.functions:
+        visit(function.node)
+    return found
 
 
 def _validate(module: Any, path: Path, options: ExportOptions) -> list[ValidationCase]:

@@ -1,7 +1,8 @@
 """Where a model's inputs come from: .npy, .pb TensorProto, images, or seeded random values.
 
 Everything here turns user-named sources into named numpy arrays that fit the model's inputs, and
-records where each came from so a bundle's manifest can say it.
+records where each came from so a bundle's manifest can say it. A string input's value is an
+object array of str, as edgepack.tensors reads them and onnxruntime takes them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 from edgepack.errors import EdgepackError
 from edgepack.fileio import sha256_file
 from edgepack.onnx_model import TensorSpec
+from edgepack.tensors import STRING, array_dtype, as_strings
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 COLORS = ("rgb", "bgr", "gray", "y")
@@ -168,10 +170,7 @@ def load_value(path: Path, spec: TensorSpec, image: ImageOptions) -> InputValue:
     suffix = path.suffix.lower()
     digest = sha256_file(path)
     if suffix == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False)
-        except Exception as exc:
-            raise EdgepackError(f"{path}: not a readable .npy array ({exc})") from None
+        array = _load_npy(path)
         source = InputSource("npy", path.name, digest)
     elif suffix == ".pb":
         from edgepack.tensors import read_tensor
@@ -190,10 +189,30 @@ def load_value(path: Path, spec: TensorSpec, image: ImageOptions) -> InputValue:
     return InputValue(spec.name, array, source)
 
 
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            # Loading an object array runs pickle, which executes whatever the file says.
+            raise EdgepackError(
+                f"{path}: holds a pickled object array, which edgepack does not load; save "
+                "strings as a numpy str array (np.array(values, dtype=str))"
+            ) from None
+        raise EdgepackError(f"{path}: not a readable .npy array ({exc})") from None
+    except Exception as exc:
+        raise EdgepackError(f"{path}: not a readable .npy array ({exc})") from None
+    if array.dtype.kind in "US":
+        # numpy's fixed-width strings become the object array of str that onnxruntime takes.
+        array = as_strings(array)
+    return array
+
+
 def check_fits(spec: TensorSpec, array: np.ndarray, origin: str) -> None:
-    if array.dtype.name != spec.dtype:
+    if array_dtype(array) != spec.dtype:
         raise EdgepackError(
-            f"{origin}: input {spec.name!r} wants {spec.dtype}, the file holds {array.dtype.name}"
+            f"{origin}: input {spec.name!r} wants {spec.dtype}, the file holds "
+            f"{array_dtype(array)}"
         )
     if not spec.fits(tuple(array.shape)):
         raise EdgepackError(
@@ -279,9 +298,21 @@ def random_value(spec: TensorSpec, seed: int, dims: dict[str, int]) -> InputValu
             shape.append(dims[d])
         else:
             shape.append(1)
+    from edgepack.limits import check_tensor_size
+
+    # Before numpy allocates: a --dim typo must be bad input, not a MemoryError. A random word
+    # is at most 8 bytes.
+    itemsize = 8 if spec.dtype == STRING or spec.dtype not in NUMPY_DTYPES \
+        else np.dtype(spec.dtype).itemsize
+    check_tensor_size(f"random input {spec.name!r} (--dim sets its symbolic sizes)", shape,
+                      itemsize)
     # One stream per input name keeps a model's other inputs unchanged when one is added.
     name_key = int.from_bytes(hashlib.sha256(spec.name.encode()).digest()[:4], "little")
     rng = np.random.default_rng([seed, name_key])
+    if spec.dtype == STRING:
+        array = _random_words(rng, shape)
+        source = InputSource("random", seed=seed, preprocess={"distribution": _WORDS})
+        return InputValue(spec.name, array, source)
     dtype = np.dtype(spec.dtype) if spec.dtype in NUMPY_DTYPES else None
     if dtype is None:
         raise EdgepackError(
@@ -298,6 +329,20 @@ def random_value(spec: TensorSpec, seed: int, dims: dict[str, int]) -> InputValu
         distribution = "uniform integers in [0, 10)"
     source = InputSource("random", seed=seed, preprocess={"distribution": distribution})
     return InputValue(spec.name, array, source)
+
+
+_WORDS = "words of 1 to 8 lowercase ASCII letters"
+
+
+def _random_words(rng: np.random.Generator, shape: list[int]) -> np.ndarray:
+    count = int(np.prod(shape, dtype=np.int64))
+    lengths = rng.integers(1, 9, count)
+    letters = rng.integers(0, 26, (count, 8))
+    words = np.empty(count, dtype=object)
+    words[:] = [
+        "".join(chr(97 + c) for c in row[:n]) for row, n in zip(letters, lengths, strict=True)
+    ]
+    return words.reshape(shape)
 
 
 # ---------------------------------------------------------------------------- input sets

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from edgepack.devices.adb import ServerAddress
 from edgepack.devices.base import DeviceInfo
 from edgepack.errors import EdgepackError, ExitCode
+from edgepack.limits import MAX_ITERATIONS, MAX_SECONDS, MAX_THREADS, MIN_TIMEOUT, number_text
 
 if TYPE_CHECKING:
     from edgepack.bench import Target
@@ -207,9 +209,9 @@ class _LabReader:
         threads = t.get("threads")
         if threads is not None:
             threads = [threads] if not isinstance(threads, list) else threads
-            if not threads or not all(_is_int(x) and x >= 0 for x in threads):
-                raise self.fail((*k, "threads"), "expected an integer >= 0 or a non-empty list "
-                                f"of them, not {t['threads']!r}")
+            if not threads or not all(_is_int(x) and 0 <= x <= MAX_THREADS for x in threads):
+                raise self.fail((*k, "threads"), f"expected an integer from 0 to {MAX_THREADS} "
+                                f"or a non-empty list of them, not {t['threads']!r}")
         ep = t.get("ep")
         if ep is not None:
             from edgepack.runner.result import EXECUTION_PROVIDERS
@@ -225,14 +227,14 @@ class _LabReader:
         if alpha is not None and not 0 < alpha < 1:
             raise self.fail((*k, "alpha"), f"expected a probability between 0 and 1, not {alpha}")
         return LabDefaults(
-            iterations=self.integer(t, k, "iterations", minimum=1),
+            iterations=self.integer(t, k, "iterations", minimum=1, maximum=MAX_ITERATIONS),
             repeat=self.integer(t, k, "repeat", minimum=1),
-            warmup=self.integer(t, k, "warmup", minimum=0),
+            warmup=self.integer(t, k, "warmup", minimum=0, maximum=MAX_ITERATIONS),
             threads=threads,
             ep=ep,
-            cooldown=self.number(t, k, "cooldown", minimum=0.0),
+            cooldown=self.number(t, k, "cooldown", minimum=0.0, maximum=MAX_SECONDS),
             cpu_affinity=self.mask(t, k, "cpu_affinity"),
-            timeout=self.number(t, k, "timeout", minimum=1.0),
+            timeout=self.number(t, k, "timeout", minimum=MIN_TIMEOUT, maximum=MAX_SECONDS),
             threshold_percent=threshold,
             alpha=alpha,
         )
@@ -285,20 +287,30 @@ class _LabReader:
             cpu_affinity=self.mask(t, k, "cpu_affinity"),
         )
 
-    def integer(self, t: dict[str, Any], k: KeyPath, key: str, minimum: int) -> int | None:
+    def integer(self, t: dict[str, Any], k: KeyPath, key: str, minimum: int,
+                maximum: int | None = None) -> int | None:
         value = t.get(key)
         if value is None:
             return None
         if not _is_int(value) or value < minimum:
             raise self.fail((*k, key), f"expected an integer >= {minimum}, not {value!r}")
+        if maximum is not None and value > maximum:
+            raise self.fail((*k, key), f"expected an integer <= {maximum}, not {value!r}")
         return int(value)
 
-    def number(self, t: dict[str, Any], k: KeyPath, key: str, minimum: float) -> float | None:
+    def number(self, t: dict[str, Any], k: KeyPath, key: str, minimum: float,
+               maximum: float | None = None) -> float | None:
         value = t.get(key)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-            raise self.fail((*k, key), f"expected a number >= {minimum:g}, not {value!r}")
+        # TOML spells nan and inf, and nan compares false with any bound.
+        if (isinstance(value, bool) or not isinstance(value, int | float)
+                or not math.isfinite(value) or value < minimum):
+            raise self.fail((*k, key), f"expected a number >= {number_text(minimum)}, "
+                            f"not {value!r}")
+        if maximum is not None and value > maximum:
+            raise self.fail((*k, key), f"expected a number <= {number_text(maximum)}, "
+                            f"not {value!r}")
         return float(value)
 
     def mask(self, t: dict[str, Any], k: KeyPath, key: str) -> str | None:

@@ -18,8 +18,10 @@ from edgepack.cli.options import (
     ReportOpt,
     ThreadsOpt,
     WarmupOpt,
+    number,
 )
 from edgepack.cli.render import console, emit_json, note, size
+from edgepack.limits import MAX_SECONDS, MIN_TIMEOUT
 
 if TYPE_CHECKING:
     from edgepack.devices.base import ProgressCallback
@@ -129,8 +131,9 @@ def deploy(
         "--nnapi-cpu-disabled", help="NNAPI: never fall back to its CPU device.")] = False,
     optimization: OptimizationOpt = "all",
     timeout: Annotated[float, typer.Option(
-        "--timeout", help="Seconds one runner invocation may take; killed on the device "
-        "after that.")] = 600.0,
+        "--timeout", callback=number(MIN_TIMEOUT, MAX_SECONDS),
+        help="Seconds one runner invocation may take; killed on the device after that.")
+    ] = 600.0,
     cpu_affinity: Annotated[str | None, typer.Option(
         "--cpu-affinity", help="Pin the runner to cores (taskset MASK, e.g. f0).")] = None,
     runner_target: Annotated[str | None, typer.Option(
@@ -140,6 +143,10 @@ def deploy(
         "--keep", help="Keep the run's outputs on the device.")] = False,
     break_lock: Annotated[bool, typer.Option(
         "--break-lock", help="Take the device even if another deploy's lock is on it.")] = False,
+    outputs: Annotated[Path | None, typer.Option(
+        "--outputs", help="Keep the pulled outputs in this directory "
+        "(test_data_set_<k>/output_<i>.pb, as in the bundle), replacing files of those names.")
+    ] = None,
     report: ReportOpt = None,
     server: ServerOpt = None,
     json_out: JsonOpt = False,
@@ -151,7 +158,7 @@ def deploy(
     from edgepack.deploy import DeployOptions
     from edgepack.deploy import deploy as run_deploy
     from edgepack.devices.adb import resolve_device
-    from edgepack.errors import ExitCode
+    from edgepack.errors import EdgepackError, ExitCode
     from edgepack.runner.result import RunConfig
 
     config = RunConfig(warmup=warmup, iterations=iterations, min_seconds=min_seconds,
@@ -163,10 +170,17 @@ def deploy(
 
         get_target(runner_target)
     b = load_bundle(bundle)
+    if outputs is not None:
+        try:
+            outputs.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EdgepackError(f"--outputs {outputs}: {exc.strerror or exc}",
+                                ExitCode.BAD_INPUT) from None
     target = resolve_device(device, _server(server))
     listener = _RichListener(quiet=json_out or not sys.stderr.isatty())
     result = run_deploy(b, target, config, DeployOptions(runner_target=runner_target, keep=keep,
-                                                         break_lock=break_lock), listener)
+                                                         break_lock=break_lock,
+                                                         work_dir=outputs), listener)
     if not json_out:
         t = result.transfer
         note(f"pushed {t.files_pushed} file(s), {size(t.bytes_pushed)} in {t.push_s:.2f} s; "

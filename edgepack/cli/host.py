@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -17,8 +18,10 @@ from edgepack.cli.options import (
     ReportOpt,
     ThreadsOpt,
     WarmupOpt,
+    number,
 )
 from edgepack.cli.render import console, emit_json, fmt, note, size
+from edgepack.limits import MAX_SEED
 
 # ---------------------------------------------------------------------------- export
 
@@ -38,12 +41,15 @@ def export(
         "--weights", help="A state dict, loaded with torch.load(weights_only=True).")] = None,
     strict: Annotated[bool, typer.Option(
         "--strict/--no-strict", help="Require the state dict's keys to match exactly.")] = True,
-    opset: Annotated[int, typer.Option("--opset", help="ONNX opset to ask for.")] = 17,
+    opset: Annotated[int, typer.Option("--opset", min=1, help="ONNX opset to ask for.")] = 17,
     exporter: Annotated[str, typer.Option(
         "--exporter", help="dynamo (torch.export) or torchscript (tracing).")] = "dynamo",
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the validation inputs.")] = 0,
-    rtol: Annotated[float, typer.Option("--rtol", help="Validation relative tolerance.")] = 1e-3,
-    atol: Annotated[float, typer.Option("--atol", help="Validation absolute tolerance.")] = 1e-5,
+    seed: Annotated[int, typer.Option(
+        "--seed", min=0, max=MAX_SEED, help="Seed of the validation inputs.")] = 0,
+    rtol: Annotated[float, typer.Option(
+        "--rtol", callback=number(0), help="Validation relative tolerance.")] = 1e-3,
+    atol: Annotated[float, typer.Option(
+        "--atol", callback=number(0), help="Validation absolute tolerance.")] = 1e-5,
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUTPUT.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -75,8 +81,12 @@ def export(
         out = console()
         out.print(f"exporter: {result.exporter_detail}, torch {result.torch_version}, "
                   f"opset {result.opset}", markup=False)
+        from rich.markup import escape
+
         for text in result.notes:
-            out.print(f"[yellow]note:[/yellow] {text}")
+            out.print(f"[yellow]note:[/yellow] {escape(text)}")
+        for text in result.warnings:
+            out.print(f"[yellow]warning:[/yellow] {escape(text)}", soft_wrap=True)
         from edgepack.cli.render import verdict_table
 
         for case in result.validation:
@@ -107,8 +117,9 @@ def pack(
         "--inputs-from", help="A directory of input_<i>.pb files, or of test_data_set_<k>/ "
         "directories (repeatable).")] = [],  # noqa: B006
     random_sets: Annotated[int, typer.Option(
-        "--random-sets", help="Add N input sets of seeded random values.")] = 0,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for random inputs.")] = 0,
+        "--random-sets", min=0, help="Add N input sets of seeded random values.")] = 0,
+    seed: Annotated[int, typer.Option(
+        "--seed", min=0, max=MAX_SEED, help="Seed for random inputs.")] = 0,
     dims: Annotated[list[str], typer.Option(
         "--dim", help="LABEL=SIZE for a symbolic dimension of random inputs (default 1).")
     ] = [],  # noqa: B006
@@ -118,7 +129,8 @@ def pack(
         "--color", help="rgb, bgr, gray, or y (the Y of YCbCr).")] = "rgb",
     layout: Annotated[str, typer.Option("--layout", help="nchw or nhwc.")] = "nchw",
     scale: Annotated[float, typer.Option(
-        "--scale", help="Multiply pixel values by this first.")] = 1.0 / 255.0,
+        "--scale", callback=number(nonzero=True), help="Multiply pixel values by this first.")
+    ] = 1.0 / 255.0,
     mean: Annotated[str, typer.Option(
         "--mean", help="Subtract, per channel (comma-separated).")] = "0",
     std: Annotated[str, typer.Option(
@@ -126,11 +138,16 @@ def pack(
     name: Annotated[str | None, typer.Option(
         "--name", help="Bundle name (default: the model file's stem).")] = None,
     rtol: Annotated[float | None, typer.Option(
-        "--rtol", help="Relative tolerance for every output (default by dtype).")] = None,
+        "--rtol", callback=number(0),
+        help="Relative tolerance for every output (default by dtype).")] = None,
     atol: Annotated[float | None, typer.Option(
-        "--atol", help="Absolute tolerance for every output (default by dtype).")] = None,
+        "--atol", callback=number(0),
+        help="Absolute tolerance for every output (default by dtype).")] = None,
     tolerance: Annotated[list[str], typer.Option(
         "--tolerance", help="NAME=RTOL,ATOL for one output (repeatable).")] = [],  # noqa: B006
+    allow_nonfinite: Annotated[bool, typer.Option(
+        "--allow-nonfinite", help="Pack expected outputs holding NaN or inf (they must then "
+        "match exactly); refused otherwise.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -145,6 +162,7 @@ def pack(
         parse_named_file,
         parse_size,
     )
+    from edgepack.limits import check_tensor_size, max_dim
 
     tolerances = {}
     for text in tolerance:
@@ -153,17 +171,34 @@ def pack(
         try:
             if not sep or len(parts) != 2:
                 raise ValueError
-            tolerances[out_name] = Tolerance(rtol=float(parts[0]), atol=float(parts[1]))
+            rtol_atol = float(parts[0]), float(parts[1])
         except ValueError:
             raise EdgepackError(
                 f"--tolerance {text!r}: expected NAME=RTOL,ATOL, e.g. logits=1e-3,1e-5"
             ) from None
+        if not all(math.isfinite(v) and v >= 0 for v in rtol_atol):
+            raise EdgepackError(f"--tolerance {text!r}: RTOL and ATOL must be finite numbers "
+                                ">= 0")
+        tolerances[out_name] = Tolerance(rtol=rtol_atol[0], atol=rtol_atol[1])
     dim_sizes = {}
     for text in dims:
         label, sep, value = text.partition("=")
         if not sep or not value.isdigit() or int(value) == 0:
             raise EdgepackError(f"--dim {text!r}: expected LABEL=SIZE, e.g. batch=4")
+        # Any input with this dimension holds at least SIZE one-byte elements; the product with
+        # the other dims is checked per input when the random value is made.
+        if int(value) > max_dim():
+            raise EdgepackError(f"--dim {text!r}: SIZE may be at most {max_dim():,}, or an "
+                                "input with this dimension could not be stored in a bundle")
         dim_sizes[label] = int(value)
+    means, stds = parse_floats("--mean", mean), parse_floats("--std", std)
+    for option, text, values in (("--mean", mean, means), ("--std", std, stds)):
+        if not all(math.isfinite(v) for v in values):
+            raise EdgepackError(f"{option} {text!r}: every value must be a finite number")
+    size_wh = parse_size(resize) if resize else None
+    if size_wh is not None:
+        channels = 1 if color in ("gray", "y") else 3
+        check_tensor_size(f"--resize {resize}", (1, channels, size_wh[1], size_wh[0]), 1)
     request = InputRequest(
         named=[parse_named_file(t) for t in inputs],
         dirs=list(inputs_from),
@@ -171,15 +206,16 @@ def pack(
         seed=seed,
         dims=dim_sizes,
         image=ImageOptions(
-            resize=parse_size(resize) if resize else None,
+            resize=size_wh,
             color=color,
             layout=layout,
             scale=scale,
-            mean=parse_floats("--mean", mean),
-            std=parse_floats("--std", std),
+            mean=means,
+            std=stds,
         ),
     )
-    options = PackOptions(name=name, tolerances=tolerances, rtol=rtol, atol=atol, force=force)
+    options = PackOptions(name=name, tolerances=tolerances, rtol=rtol, atol=atol, force=force,
+                          allow_nonfinite=allow_nonfinite)
     bundle = run_pack(model, output, request, options)
     if json_out:
         emit_json({"path": bundle.path, "sha256": bundle.sha256, "manifest": bundle.manifest})
@@ -256,14 +292,22 @@ def inspect(
                 origin_text += f" ({pre.get('color')}, {pre.get('layout')}"
                 origin_text += f", resized to {pre['resize'][0]}x{pre['resize'][1]})" \
                     if pre.get("resize") else ")"
+            if t.nonfinite:
+                origin_text += f"; {t.nonfinite} NaN or inf"
             sets.add_row(str(s.index), t.name, str(t.shape), origin_text)
+        for t in s.outputs:
+            if t.nonfinite:
+                sets.add_row(str(s.index), f"{t.name} (expected output)", str(t.shape),
+                             f"{t.nonfinite} NaN or inf (packed with --allow-nonfinite)")
     out.print(sets)
 
     files = Table(title="files", title_justify="left")
-    for col in ("path", "size", "sha256"):
+    for col in ("path", "size", "sha256", "goes to"):
         files.add_column(col, justify="right" if col == "size" else "left")
     for f in m.files:
-        files.add_row(f.path, size(f.size), f.sha256[:16] + "...")
+        files.add_row(f.path, size(f.size), f.sha256[:16] + "...", "device")
+    for f in m.host_files:
+        files.add_row(f.path, size(f.size), f.sha256[:16] + "...", "host only")
     out.print(files)
 
 
@@ -327,7 +371,7 @@ def render_deploy_result(result: object, json_out: bool, report: Path | None) ->
         f"onnxruntime {first.onnxruntime_version}, ep {first.ep_used}"
         + (f" (asked {first.ep_requested}: {first.ep_fallback_reason})"
            if first.ep_fallback_reason else "")
-        + f", {first.threads} thread(s)",
+        + f", {first.threads_text()} thread(s)",
         markup=False,
     )
     for text in result.notes:
@@ -337,9 +381,10 @@ def render_deploy_result(result: object, json_out: bool, report: Path | None) ->
     extra = {
         "load ms": fmt(first.session_create_ms),
         "first ms": fmt(first.first_inference_ms),
-        "peak RSS": size((first.peak_rss_kb_end or 0) * 1024) if first.peak_rss_kb_end else "-",
+        f"peak RSS ({first.peak_rss_scope})":
+            size(first.peak_rss_kb_end * 1024) if first.peak_rss_kb_end else "-",
     }
-    out.print(latency_table([(f"set 0 ({result.config.threads} thr)", result.stats, extra)]))
+    out.print(latency_table([(f"set 0 ({first.threads_text()} thr)", result.stats, extra)]))
     verdict = "[green]PASS[/green]" if result.passed else "[red]FAIL[/red]"
     out.print(f"{verdict}: median {fmt(result.stats.median_ms)} ms over {result.stats.count} "
               f"iteration(s); wall {result.wall_s:.2f} s")

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from edgepack.cli.app import app
-from edgepack.cli.options import JsonOpt
+from edgepack.cli.options import JsonOpt, number
 from edgepack.cli.render import console, emit_json, fmt, note
+from edgepack.limits import MAX_ITERATIONS, MAX_SECONDS, MAX_THREADS, MIN_TIMEOUT
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -25,12 +26,14 @@ DeviceOpt = Annotated[str | None, typer.Option(
 LabOpt = Annotated[Path | None, typer.Option(
     "--lab", help="A lab.toml: devices, adb servers and defaults.")]
 RepeatOpt = Annotated[int | None, typer.Option(
-    "--repeat", help="Runs per device and configuration (default 3).")]
+    "--repeat", min=1, help="Runs per device and configuration (default 3).")]
 IterationsOpt = Annotated[int | None, typer.Option(
-    "--iterations", help="Timed iterations per run (default 50).")]
-WarmupOpt = Annotated[int | None, typer.Option("--warmup", help="Untimed runs first (default 1).")]
+    "--iterations", min=1, max=MAX_ITERATIONS, help="Timed iterations per run (default 50).")]
+WarmupOpt = Annotated[int | None, typer.Option(
+    "--warmup", min=0, max=MAX_ITERATIONS, help="Untimed runs first (default 1).")]
 CooldownOpt = Annotated[float | None, typer.Option(
-    "--cooldown", help="Seconds between runs on one device (default 0).")]
+    "--cooldown", callback=number(0, MAX_SECONDS),
+    help="Seconds between runs on one device (default 0).")]
 ThreadsOpt = Annotated[str | None, typer.Option(
     "--threads", help="Intra-op threads; a comma list sweeps, e.g. 1,2,4 (default 1).")]
 EpOpt = Annotated[str | None, typer.Option(
@@ -38,7 +41,8 @@ EpOpt = Annotated[str | None, typer.Option(
 AffinityOpt = Annotated[str | None, typer.Option(
     "--cpu-affinity", help="Pin the runner to CPUs: taskset's hex mask, e.g. f0 (big cores).")]
 TimeoutOpt = Annotated[float | None, typer.Option(
-    "--timeout", help="Seconds one runner invocation may take (default 600).")]
+    "--timeout", callback=number(MIN_TIMEOUT, MAX_SECONDS),
+    help="Seconds one runner invocation may take (default 600).")]
 EngineOpt = Annotated[str, typer.Option(
     "--engine", help="On the host: auto, native or python.")]
 DbOpt = Annotated[Path | None, typer.Option(
@@ -66,7 +70,8 @@ def bench(
     cpu_affinity: AffinityOpt = None,
     profile: Annotated[bool, typer.Option(
         "--profile", help="Profile with onnxruntime and show the top operators.")] = False,
-    top: Annotated[int, typer.Option("--top", help="Operators shown with --profile.")] = 10,
+    top: Annotated[int, typer.Option(
+        "--top", min=1, help="Operators shown with --profile.")] = 10,
     timeout: TimeoutOpt = None,
     engine: EngineOpt = "auto",
     db: DbOpt = None,
@@ -109,7 +114,7 @@ def history(
     since: Annotated[str | None, typer.Option(
         "--since", help="7d, 12h, 30m, 2w, or an ISO date (2025-01-31).")] = None,
     label: Annotated[str | None, typer.Option("--label", help="Only runs with this label.")] = None,
-    limit: Annotated[int, typer.Option("--limit", help="The newest N runs.")] = 50,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="The newest N runs.")] = 50,
     db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -117,9 +122,9 @@ def history(
     from edgepack.history import HistoryStore, parse_since
 
     key = _bundle_key(bundle) if bundle else None
+    moment = parse_since(since) if since else None  # bad input before the store is made
     with HistoryStore.open(db) as store:
-        runs = store.runs(bundle=key, device=device, label=label,
-                          since=parse_since(since) if since else None, limit=limit,
+        runs = store.runs(bundle=key, device=device, label=label, since=moment, limit=limit,
                           newest_first=True)[::-1]
         if json_out:
             emit_json({"db": str(store.path), "schema_version": store.schema_version,
@@ -171,10 +176,11 @@ def regress(
         "--from-history", help="Take the bundle's newest stored session instead of running.")
     ] = False,
     threshold: Annotated[float | None, typer.Option(
-        "--threshold", help="Percent slower (median) that counts as a regression (default 5).")
-    ] = None,
+        "--threshold", callback=number(0),
+        help="Percent slower (median) that counts as a regression (default 5).")] = None,
     alpha: Annotated[float | None, typer.Option(
-        "--alpha", help="Significance level of the Mann-Whitney U test (default 0.01).")] = None,
+        "--alpha", callback=number(0, 1, above=True, below=True),
+        help="Significance level of the Mann-Whitney U test (default 0.01).")] = None,
     repeat: RepeatOpt = None,
     iterations: IterationsOpt = None,
     warmup: WarmupOpt = None,
@@ -202,8 +208,9 @@ def regress(
         else DEFAULT_THRESHOLD * 100)
     level = alpha if alpha is not None else (
         defaults.alpha if defaults and defaults.alpha is not None else DEFAULT_ALPHA)
-    if pct < 0 or not 0 < level < 1:
-        raise EdgepackError("--threshold must be >= 0 (percent) and --alpha between 0 and 1")
+    # Options are checked before the history database is opened (and made, if new).
+    params = None if from_history else _params(lab_file, repeat, iterations, warmup, cooldown,
+                                               threads, ep, cpu_affinity, timeout, False, 10)
     with HistoryStore.open(db) as store:
         base = resolve_baseline(store, baseline)  # before minutes of benching: fail fast
         bench_exit = ExitCode.OK
@@ -217,8 +224,7 @@ def regress(
             if report_dir is not None and report.compared:
                 _write_stored_reports(store, candidate, report, report_dir, json_out)
         else:
-            params = _params(lab_file, repeat, iterations, warmup, cooldown, threads, ep,
-                             cpu_affinity, timeout, False, 10)
+            assert params is not None
             result, data = _run_bench(
                 _load_bundles([bundle]), device, lab_file, engine, params, store, label,
                 report_dir, json_out,
@@ -241,6 +247,11 @@ def regress(
         raise typer.Exit(int(ExitCode.MISMATCH))
     if bench_exit == ExitCode.DEVICE:
         raise typer.Exit(int(ExitCode.DEVICE))
+    unjudged = [c for c in report.unjudged if c.latency is not None]
+    if unjudged:
+        # Not 0: no slowdown could have been flagged, and CI must not read that as a pass.
+        raise EdgepackError(f"latency not judged in {len(unjudged)} of {report.compared} "
+                            f"comparison(s): {unjudged[0].latency.too_few()}")
 
 
 # ---------------------------------------------------------------------------- shared steps
@@ -285,8 +296,9 @@ def _params(
             thread_list = [int(t) for t in _csv("--threads", threads)]
         except ValueError:
             raise EdgepackError(f"--threads {threads!r}: expected integers, e.g. 1,2,4") from None
-    if top < 1:
-        raise EdgepackError("--top must be >= 1")
+        if not all(0 <= t <= MAX_THREADS for t in thread_list):
+            raise EdgepackError(f"--threads {threads!r}: each value must be from 0 (onnxruntime's "
+                                f"default) to {MAX_THREADS}")
     return BenchParams(
         repeat=pick(repeat, d.repeat, built.repeat),
         iterations=pick(iterations, d.iterations, built.iterations),
@@ -427,7 +439,7 @@ def _print_bench(data: ReportData) -> None:
     from rich.markup import escape as esc
     from rich.table import Table
 
-    from edgepack.cli.render import latency_table
+    from edgepack.cli.render import fmt_spread, latency_table
 
     out = console()
     rows = []
@@ -436,9 +448,13 @@ def _print_bench(data: ReportData) -> None:
             continue
         outcome = data.outcome(g)
         rows.append((f"{g.serial} {g.bundle_name} {g.config_key}", g.stats, {
+            "IQR/med": fmt_spread(g.spread, g.unstable),
+            "outliers": str(g.outliers),
+            "drift": "-" if g.drift is None else f"{g.drift.change * 100:.1f}%"
+            + (" [yellow]drifting[/yellow]" if g.drifting else ""),
             "load ms": fmt(g.session_create_ms),
             "first ms": fmt(g.first_inference_ms),
-            "peak MB": f"{g.peak_rss_mb:.1f}" if g.peak_rss_mb else "-",
+            "peak MB": g.peak_rss_text,
             "outputs": {"pass": "[green]pass[/green]", "fail": "[red]FAIL[/red]"}.get(
                 outcome, "[yellow]error[/yellow]"),
         }))
@@ -456,16 +472,28 @@ def _print_bench(data: ReportData) -> None:
         for w in g.warnings:
             out.print(f"[yellow]warning[/yellow] {esc(g.serial)} {esc(g.config_key)}: {esc(w)}",
                       highlight=False)
+        if g.drift is not None and g.drifting:
+            out.print(f"[yellow]drifting[/yellow] {esc(g.serial)} {esc(g.config_key)}: repeat "
+                      f"medians {', '.join(fmt(m) for m in g.repeat_medians_ms)} ms are "
+                      f"{g.drift.change * 100:.1f}% apart, beyond the repeats' own spread "
+                      f"({g.drift.within_spread * 100:.1f}%)", highlight=False)
+    from edgepack.report.markdown import fmt_per_iteration
+
     for g in data.groups:
         if not g.profile:
             continue
-        table = Table(title=f"top operators: {g.serial} {g.bundle_name} {g.config_key}",
-                      title_justify="left")
-        for col in ("operator", "EP", "calls", "total ms", "share"):
+        n = g.profile[0].iterations
+        covers = (f"{n} timed iterations" if n else
+                  "counts include the first inference and the warm-ups")
+        table = Table(title=f"top operators: {g.serial} {g.bundle_name} {g.config_key} "
+                            f"({covers})", title_justify="left")
+        for col in ("operator", "EP", "calls/iter", "ms/iter", "share"):
             table.add_column(col, justify="left" if col in ("operator", "EP") else "right")
         for op in g.profile[: data.top_ops]:
             table.add_row(op.op_type, op.provider.removesuffix("ExecutionProvider"),
-                          str(op.calls), f"{op.total_ms:.3f}", f"{op.share * 100:.1f}%")
+                          fmt_per_iteration(op.calls_per_iteration, op.calls),
+                          fmt_per_iteration(op.ms_per_iteration, op.total_ms, ".3f"),
+                          f"{op.share * 100:.1f}%")
         out.print(table)
     counts = data.counts
     out.print(f"{counts['tests']} device x bundle x configuration result(s): "
@@ -488,6 +516,7 @@ def _print_regression(report: RegressionReport) -> None:
     for c in report.comparisons:
         t = c.latency
         verdict = ("[red]REGRESSION[/red]" if c.regressed else
+                   "[yellow]NOT JUDGED: too few samples[/yellow]" if c.unjudged else
                    "[green]improvement[/green]" if t is not None and t.improvement else
                    "ok" if c.baseline else f"[yellow]{esc(c.note or '')}[/yellow]")
         table.add_row(
@@ -502,6 +531,16 @@ def _print_regression(report: RegressionReport) -> None:
             out.print(f"[red]accuracy regression[/red] {esc(c.serial)} {esc(c.config_key)}: "
                       f"set {a.set_index} output {esc(a.output)} passed in the baseline, fails "
                       f"now: {esc(a.reason)}", highlight=False)
-    n = len(report.regressions)
-    out.print(f"{n} regression(s) in {len(report.comparisons)} comparison(s)"
-              if n else f"no regression in {report.compared} comparison(s)", markup=False)
+        if c.unjudged and c.latency is not None:
+            out.print(f"[yellow]latency not judged[/yellow] {esc(c.serial)} "
+                      f"{esc(c.config_key)}: {esc(c.latency.too_few())}", highlight=False)
+    n, u = len(report.regressions), len(report.unjudged)
+    if n:
+        line = f"{n} regression(s) in {len(report.comparisons)} comparison(s)"
+    elif u:
+        line = f"no regression found in {report.compared} comparison(s)"
+    else:
+        line = f"no regression in {report.compared} comparison(s)"
+    if u:
+        line += f", but latency was NOT JUDGED in {u} of them (too few samples)"
+    out.print(line, markup=False)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from edgepack.compare import OutputVerdict
+    from edgepack.compare import Metrics, OutputVerdict
     from edgepack.stats import LatencyStats
 
 
@@ -59,6 +59,7 @@ def size(n: int | None) -> str:
 
 
 def verdict_table(verdicts: list[OutputVerdict], title: str | None = None) -> Any:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
@@ -69,7 +70,8 @@ def verdict_table(verdicts: list[OutputVerdict], title: str | None = None) -> An
         m = v.metrics
         table.add_row(
             v.name,
-            "[green]pass[/green]" if v.passed else f"[red]FAIL[/red] {v.reason}",
+            ("[green]pass[/green]" if v.passed else f"[red]FAIL[/red] {escape(v.reason)}")
+            + _nonfinite_note(m),
             fmt(m.max_abs_error if m else None),
             fmt(m.max_rel_error if m else None),
             fmt(m.mean_abs_error if m else None),
@@ -82,21 +84,42 @@ def verdict_table(verdicts: list[OutputVerdict], title: str | None = None) -> An
     return table
 
 
+def _nonfinite_note(m: Metrics | None) -> str:
+    """Matched NaN and inf are left out of the error metrics: say so beside them."""
+    if m is None or m.nonfinite is None or m.nonfinite.mismatched:
+        return ""  # none, or a failure whose reason already tells
+    n = m.nonfinite
+    return (f" ({n.expected_nan} NaN, {n.expected_inf} inf matched exactly; metrics over "
+            f"{m.compared} of {m.total})")
+
+
 def latency_table(rows: list[tuple[str, LatencyStats, dict[str, str]]]) -> Any:
+    """One row per run; `extra` adds columns, or replaces a standard one of the same name (a
+    bench group judges IQR/med and outliers per repeat, not on its pooled samples)."""
     from rich.table import Table
 
+    standard = ["n", "median", "mean", "std", "min", "p90", "p99", "max", "CV", "IQR/med",
+                "outliers"]
     extra_cols: list[str] = []
     for _, _, extra in rows:
-        extra_cols += [k for k in extra if k not in extra_cols]
+        extra_cols += [k for k in extra if k not in extra_cols and k not in standard]
     table = Table(title="latency (ms)", title_justify="left")
-    for col in ["run", "n", "median", "mean", "std", "min", "p90", "p99", "max", "CV",
-                *extra_cols]:
+    for col in ["run", *standard, *extra_cols]:
         table.add_column(col, justify="left" if col == "run" else "right")
     for label, s, extra in rows:
-        cv = f"{s.cv * 100:.1f}%" + (" [yellow]unstable[/yellow]" if s.unstable else "")
-        table.add_row(
-            label, str(s.count), fmt(s.median_ms), fmt(s.mean_ms), fmt(s.std_ms), fmt(s.min_ms),
-            fmt(s.p90_ms), fmt(s.p99_ms), fmt(s.max_ms), cv,
-            *(extra.get(c, "-") for c in extra_cols),
-        )
+        values = {
+            "n": str(s.count), "median": fmt(s.median_ms), "mean": fmt(s.mean_ms),
+            "std": fmt(s.std_ms), "min": fmt(s.min_ms), "p90": fmt(s.p90_ms),
+            "p99": fmt(s.p99_ms), "max": fmt(s.max_ms),
+            # Unstable is judged on IQR / median; the CV is shown as the figure people know.
+            "CV": f"{s.cv * 100:.1f}%", "IQR/med": fmt_spread(s.spread, s.unstable),
+            "outliers": str(s.outliers), **extra,
+        }
+        table.add_row(label, *(values.get(c, "-") for c in [*standard, *extra_cols]))
     return table
+
+
+def fmt_spread(spread: float | None, unstable: bool) -> str:
+    if spread is None or math.isnan(spread):
+        return "-"
+    return f"{spread * 100:.1f}%" + (" [yellow]unstable[/yellow]" if unstable else "")

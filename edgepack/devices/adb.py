@@ -46,8 +46,9 @@ class ServerAddress:
     @classmethod
     def parse(cls, text: str) -> ServerAddress:
         host, sep, port = text.rpartition(":")
-        if not sep or not port.isdigit():
-            raise EdgepackError(f"adb server {text!r}: expected HOST:PORT, e.g. 127.0.0.1:5037")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise EdgepackError(f"adb server {text!r}: expected HOST:PORT with a port from 1 to "
+                                "65535, e.g. 127.0.0.1:5037")
         return cls(host or "127.0.0.1", int(port))
 
     def __str__(self) -> str:

@@ -16,7 +16,7 @@ def test_inspect_shows_the_bundle(name, bundles):
     doc = result.json()
     manifest = doc["manifest"]
     assert doc["verified"] is True
-    assert manifest["schema_version"] == 1
+    assert manifest["schema_version"] == 2
     paths = {f["path"] for f in manifest["files"]}
     assert {"predict.onnx", "init.bin", "test_data_set_0/input_0.pb",
             "test_data_set_0/output_0.pb"} <= paths

@@ -152,3 +152,108 @@ def test_package_module_reference(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     r = run_cli("export", "mypkg.nets:two", "--input", "x:1x4", "-o", tmp_path / "t.onnx")
     assert r.code == 0, r.stderr
+
+
+def test_an_output_named_like_an_input_or_twice_is_bad_input(tmp_path):
+    models = _models(tmp_path)
+    base = ["export", f"{models}:two", "--input", "scores:5x4", "-o", tmp_path / "t.onnx"]
+    # It was exit 1 after torch had run, with the exporter's and onnxruntime's own messages.
+    r = run_cli(*base, "--output-name", "scores")
+    assert r.code == 2 and "--output-name scores is also an --input name" in r.stderr, r.stderr
+    r = run_cli(*base, "--output-name", "label", "--output-name", "label")
+    assert r.code == 2 and "--output-name label is given twice" in r.stderr, r.stderr
+    assert not any(p.name.startswith("t.onnx") for p in tmp_path.iterdir())
+
+
+def test_weights_keys_that_do_not_match_are_named(tmp_path):
+    models = _models(tmp_path)
+    weights = tmp_path / "w.pt"
+    # fc.bias is missing, head.weight is not the module's.
+    torch.save({"fc.weight": torch.full((3, 4), 0.5), "head.weight": torch.zeros(2)}, weights)
+    base = ["export", f"{models}:two", "--input", "x:5x4", "--weights", weights,
+            "--exporter", "torchscript"]
+
+    strict = run_cli(*base, "-o", tmp_path / "s.onnx")
+    assert strict.code == 2, strict.stderr
+    assert ("1 key(s) of the module missing from the file: fc.bias; 1 key(s) in the file the "
+            "module does not have: head.weight") in strict.stderr
+    assert not (tmp_path / "s.onnx").exists()
+
+    # --no-strict loads fc.weight, and says that fc.bias kept the value the factory gave it.
+    loose = run_cli(*base, "--no-strict", "-o", tmp_path / "l.onnx", "--json")
+    assert loose.code == 0, loose.stderr
+    doc = loose.json()
+    assert doc["weights"]["missing_keys"] == ["fc.bias"]
+    assert doc["weights"]["unexpected_keys"] == ["head.weight"]
+    assert doc["weights"]["strict"] is False
+    assert len(doc["warnings"]) == 1 and "fc.bias" in doc["warnings"][0]
+    arrays = [onnx.numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / "l.onnx"))
+              .graph.initializer]
+    assert any(a.shape == (3, 4) and (a == 0.5).all() for a in arrays)
+
+    shown = run_cli(*base, "--no-strict", "-o", tmp_path / "h.onnx")
+    assert shown.code == 0, shown.stderr
+    assert "warning: --no-strict:" in shown.stdout and "fc.bias" in shown.stdout
+    assert "head.weight" in shown.stdout
+
+
+NESTED = '''
+import torch
+from torch import nn
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return torch.relu(self.fc(x))
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.block = Block()
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.block(x))
+
+
+def make_model():
+    return Net()
+'''
+
+
+def test_a_checkout_exported_from_two_places_packs_byte_identically(tmp_path, monkeypatch):
+    """The dynamo exporter writes the model file's module name and stack traces with absolute
+    paths into every node; neither may make two checkouts' bundles differ, and no host path may
+    reach the device (issue 9, item 6)."""
+    bundles = []
+    for n, where in enumerate(("alice/src/project", "ci/build-123/project")):
+        project = tmp_path / where
+        project.mkdir(parents=True)
+        (project / "net.py").write_text(NESTED)
+        monkeypatch.chdir(project)
+        # Once as a relative reference, once as an absolute one: both are recorded alike.
+        ref = "net.py:make_model" if n == 0 else f"{project / 'net.py'}:make_model"
+        # Opset 18, the dynamo exporter's own: converting down to 17 drops node metadata.
+        r = run_cli("export", ref, "--input", "x:2x8:float32", "-o", "net.onnx", "--opset", "18")
+        assert r.code == 0, r.stderr
+        exported = (project / "net.onnx").read_bytes()
+        assert str(tmp_path).encode() not in exported
+        model = onnx.load(str(project / "net.onnx"))
+        namespaces = [p.value for node in model.graph.node for p in node.metadata_props
+                      if p.key == "namespace"]
+        assert any(v.startswith(": net.Net/block: net.Block") for v in namespaces), namespaces
+        assert run_cli("pack", "net.onnx", "-o", "net.bundle").code == 0
+        bundles.append(project / "net.bundle")
+    a, b = bundles
+    names = sorted(p.relative_to(a).as_posix() for p in a.rglob("*") if p.is_file())
+    assert "host/nodes.json" in names
+    assert names == sorted(p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file())
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    assert b"stack_trace" not in (a / "predict.onnx").read_bytes()
