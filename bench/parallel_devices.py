@@ -54,11 +54,12 @@ def one_trial(bundle_path: Path, count: int, bandwidth: int, server: AdbServer, 
               ) -> tuple[float, int]:
     """Fresh virtual devices, one bench over all of them: its wall time in seconds and the bytes
     pushed to one device (the runner and its library as well as the bundle)."""
-    from edgepack.bench import BenchParams, device_target, run_bench
+    from edgepack.bench import device_target, run_bench
     from edgepack.bundle import load_bundle
     from edgepack.devices.adb import AdbDevice, ServerAddress
     from edgepack.devices.virtual import Faults
     from edgepack.devices.virtual.harness import DeviceFactory
+    from edgepack.records import BenchParams
 
     trial = Path(tempfile.mkdtemp(prefix="trial-", dir=work))
     with DeviceFactory(server, trial) as factory:

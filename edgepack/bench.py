@@ -1,4 +1,4 @@
-"""Many devices, repeats and sweeps: the bench loop, its records, and who listens to it.
+"""Many devices, repeats and sweeps: the bench loop, and who listens to it.
 
 Shaped after TF Lite's benchmark tool, three pieces are kept apart:
 
@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +33,6 @@ from edgepack.devices.base import DeviceInfo
 from edgepack.devices.lock import release_held_locks
 from edgepack.devices.state import (
     PROBE_TIMEOUT_S,
-    DeviceState,
     ShellFn,
     local_shell,
     now_iso,
@@ -41,97 +40,26 @@ from edgepack.devices.state import (
     state_warnings,
 )
 from edgepack.errors import EdgepackError, ExitCode, short
-from edgepack.profile import OpTime, merge_op_times, parse_profile
-from edgepack.runner.result import RSS_PROCESS, RunConfig, parse_cpu_mask
-from edgepack.stats import LatencyStats, RepeatDrift, latency_stats, repeat_drift
+from edgepack.profile import OpTime, parse_profile
+from edgepack.records import (
+    BenchListener,
+    BenchParams,
+    BenchPlan,
+    BenchResult,
+    BenchRun,
+    BundleRef,
+    DeployResult,
+    RunStatus,
+    config_key,
+)
+from edgepack.runner.result import RunConfig, parse_cpu_mask
 
 if TYPE_CHECKING:
     from edgepack.bundle import Bundle
-    from edgepack.compare import OutputVerdict
-    from edgepack.deploy import DeployOptions, DeployResult
+    from edgepack.deploy import DeployOptions
     from edgepack.devices.base import Device
 
 RunFn = Callable[["Bundle", RunConfig, Path], "DeployResult"]
-
-# Time one run may take beyond the runner's own timeout (push, pull, state probes) before the
-# bench gives the device up as hung.
-RUN_GRACE_S = 300.0
-
-
-
-
-# ---------------------------------------------------------------------------- parameters
-
-
-def config_key(config: RunConfig) -> str:
-    """What makes two runs comparable, as a short readable key: `cpu/t4`, `xnnpack/t1/cpu=f0`,
-    `cpu/t1/profile`.
-
-    Iterations and warmup are left out on purpose: they change how many samples there are, not
-    what one sample measures. Profiling is in: it slows every iteration (shufflenet +31 %), so a
-    profiled run compared with a plain one would read as a regression. It comes last, which the
-    history's migration to schema 3 relies on when it adds it to stored keys.
-    """
-    key = f"{config.ep}/t{config.threads}"
-    if config.optimization != "all":
-        key += f"/opt={config.optimization}"
-    if config.cpu_affinity:
-        key += f"/cpu={config.cpu_affinity.lower().removeprefix('0x')}"
-    if config.nnapi_fp16:
-        key += "/fp16"
-    if config.nnapi_cpu_disabled:
-        key += "/no-cpu"
-    if config.profile:
-        key += "/profile"
-    return key
-
-
-@dataclass(frozen=True)
-class BenchParams:
-    repeat: int = 3
-    iterations: int = 50
-    warmup: int = 1
-    cooldown_s: float = 0.0
-    threads: tuple[int, ...] = (1,)
-    eps: tuple[str, ...] = ("cpu",)
-    cpu_affinity: str | None = None
-    optimization: str = "all"
-    profile: bool = False
-    top_ops: int = 10
-    timeout_s: float = 600.0  # one runner invocation
-    run_deadline_s: float | None = None  # one whole run; None: see deadline_s
-    probe_state: bool = True
-
-    def __post_init__(self) -> None:
-        if self.repeat < 1 or self.iterations < 1 or self.warmup < 0:
-            raise EdgepackError("--repeat and --iterations must be >= 1, --warmup >= 0")
-        if self.cooldown_s < 0:
-            raise EdgepackError("--cooldown must be >= 0 seconds")
-        if not self.threads or not self.eps:
-            raise EdgepackError("--threads and --ep need at least one value each")
-        if self.cpu_affinity is not None:
-            parse_cpu_mask(self.cpu_affinity)
-        self.configs(None)  # RunConfig checks the EPs and levels: fail before any device runs
-
-    def configs(self, affinity: str | None) -> list[RunConfig]:
-        """The sweep, EP-major; `affinity` is a device's own mask (lab.toml) over the default."""
-        return [
-            RunConfig(
-                warmup=self.warmup, iterations=self.iterations, threads=threads, ep=ep,
-                optimization=self.optimization, profile=self.profile, timeout_s=self.timeout_s,
-                cpu_affinity=affinity or self.cpu_affinity,
-            )
-            for ep in self.eps
-            for threads in self.threads
-        ]
-
-    def deadline_s(self, test_sets: int) -> float:
-        """How long one run may go unanswered before its device is given up as hung: the
-        runner's timeout for each test set (deploy runs them one by one) plus push and pull."""
-        if self.run_deadline_s is not None:
-            return self.run_deadline_s
-        return self.timeout_s * max(test_sets, 1) + RUN_GRACE_S
-
 
 # ---------------------------------------------------------------------------- targets
 
@@ -201,238 +129,6 @@ def missing_target(name: str, reason: str) -> Target:
         raise EdgepackError(reason, ExitCode.DEVICE)
 
     return Target(name, unavailable, describe=unavailable)
-
-
-# ---------------------------------------------------------------------------- records
-
-
-@dataclass(frozen=True)
-class BundleRef:
-    name: str
-    sha256: str
-    path: str
-
-
-@dataclass(frozen=True)
-class BenchRun:
-    """One run: one bundle, one configuration, one repeat, on one device."""
-
-    serial: str
-    bundle_name: str
-    bundle_sha256: str
-    config: RunConfig
-    config_key: str
-    repeat: int
-    status: str  # "pass", "fail" (outputs beyond tolerance) or "error" (the run did not finish)
-    started_at: str
-    finished_at: str
-    device: DeviceInfo | None = None
-    result: DeployResult | None = None
-    error: str | None = None
-    state_before: DeviceState | None = None
-    state_after: DeviceState | None = None
-    warnings: list[str] = field(default_factory=list)
-    profile: list[OpTime] = field(default_factory=list)
-    work_dir: str | None = None  # where the run's outputs were kept (test_data_set_<k>/)
-
-    @property
-    def latencies_ms(self) -> list[float]:
-        return list(self.result.sets[0].runner.latencies_ms) if self.result else []
-
-
-@dataclass(frozen=True)
-class OutputCheck:
-    set_index: int
-    verdict: OutputVerdict
-
-
-@dataclass(frozen=True)
-class GroupSummary:
-    """Every repeat of one bundle and configuration on one device, summed up."""
-
-    serial: str
-    device: DeviceInfo | None
-    bundle_name: str
-    bundle_sha256: str
-    config: RunConfig
-    config_key: str
-    status: str  # "fail" if a run's outputs differ, else "error" if a run failed, else "pass"
-    runs: int
-    completed: int
-    stats: LatencyStats | None  # over every iteration of every completed repeat
-    repeat_medians_ms: list[float]
-    session_create_ms: float | None  # median over repeats
-    first_inference_ms: float | None
-    peak_rss_mb: float | None  # the largest over repeats
-    ep_used: str | None
-    engine: str | None
-    checks: list[OutputCheck]  # a failing run's, when one failed
-    errors: list[str]
-    warnings: list[str]
-    profile: list[OpTime]  # every completed repeat's, merged
-    repeat_stats: list[LatencyStats] = field(default_factory=list)  # each completed repeat's
-    threads_used: int | None = None  # what onnxruntime ran, measured by the runner
-    # What peak_rss_mb covers: the runner's whole process, or (Python engine) what the session
-    # added to a process that also holds the interpreter; the two are not comparable.
-    peak_rss_scope: str | None = None
-
-    @property
-    def peak_rss_text(self) -> str:
-        if self.peak_rss_mb is None:
-            return "-"
-        scope = "" if self.peak_rss_scope in (None, RSS_PROCESS) else f" ({self.peak_rss_scope})"
-        return f"{self.peak_rss_mb:.1f}{scope}"
-
-    # Stability is judged within each repeat: pooled, repeats that drifted apart would make a
-    # group of quiet runs look unstable, and the two have different causes.
-    @property
-    def unstable(self) -> bool:
-        return any(s.unstable for s in self.repeat_stats)
-
-    @property
-    def spread(self) -> float | None:
-        """The widest repeat's IQR / median, what `unstable` is judged on."""
-        return max((s.spread for s in self.repeat_stats if s.count), default=None)
-
-    @property
-    def outliers(self) -> int:
-        """Iterations beyond their own repeat's outlier fence (stats.OUTLIER_RULE)."""
-        return sum(s.outliers for s in self.repeat_stats)
-
-    @property
-    def drift(self) -> RepeatDrift | None:
-        """How far the repeats' medians are apart; None below two repeats."""
-        return repeat_drift(self.repeat_stats)
-
-    @property
-    def drifting(self) -> bool:
-        return self.drift is not None and self.drift.drifting
-
-    @property
-    def model(self) -> str:
-        return (self.device.model if self.device and self.device.model else self.serial)
-
-
-@dataclass(frozen=True)
-class BenchResult:
-    session: str
-    label: str | None
-    params: BenchParams
-    bundles: list[BundleRef]
-    serials: list[str]
-    runs: list[BenchRun]
-    started_at: str
-    finished_at: str
-    wall_s: float
-    interrupted: bool = False
-
-    def groups(self) -> list[GroupSummary]:
-        return summarize(self.runs)
-
-    @property
-    def failed_devices(self) -> dict[str, str]:
-        """Devices with an error, and the first error each had."""
-        failed: dict[str, str] = {}
-        for run in self.runs:
-            if run.status == "error" and run.serial not in failed:
-                failed[run.serial] = run.error or "error"
-        return failed
-
-    @property
-    def exit_code(self) -> ExitCode:
-        """1 when outputs differ anywhere; else 3 when a device failed; else 0."""
-        if any(r.status == "fail" for r in self.runs):
-            return ExitCode.MISMATCH
-        if any(r.status == "error" for r in self.runs):
-            return ExitCode.DEVICE
-        return ExitCode.OK
-
-
-def summarize(runs: Sequence[BenchRun]) -> list[GroupSummary]:
-    import statistics
-
-    groups: dict[tuple[str, str, str], list[BenchRun]] = {}
-    for run in runs:
-        groups.setdefault((run.serial, run.bundle_sha256, run.config_key), []).append(run)
-    summaries = []
-    for members in groups.values():
-        first = members[0]
-        done = [r for r in members if r.result is not None]
-        samples = [x for r in done for x in r.latencies_ms]
-        runners = [r.result.sets[0].runner for r in done if r.result]
-        failing = next((r for r in done if r.status == "fail"), None)
-        shown = failing or (done[0] if done else None)
-        # A wrong output outranks a device error: it is the finding a lab exists to make.
-        status = ("fail" if failing else "error" if any(r.status == "error" for r in members)
-                  else "pass")
-        rss = [x.peak_rss_kb_end for x in runners if x.peak_rss_kb_end]
-        device = next((r.device for r in members if r.device is not None), None)
-        warnings = list(dict.fromkeys(w for r in members for w in r.warnings))
-        # From the samples, not the stored stats: results stored by an older edgepack lack the
-        # spread that stability and drift are judged on.
-        repeats = [latency_stats(r.latencies_ms) for r in done if r.latencies_ms]
-        summaries.append(GroupSummary(
-            serial=first.serial,
-            device=device,
-            bundle_name=first.bundle_name,
-            bundle_sha256=first.bundle_sha256,
-            config=first.config,
-            config_key=first.config_key,
-            status=status,
-            runs=len(members),
-            completed=len(done),
-            stats=latency_stats(samples) if samples else None,
-            repeat_medians_ms=[s.median_ms for s in repeats],
-            session_create_ms=(statistics.median(x.session_create_ms for x in runners)
-                               if runners else None),
-            first_inference_ms=(statistics.median(x.first_inference_ms for x in runners)
-                                if runners else None),
-            peak_rss_mb=max(rss) / 1024 if rss else None,
-            threads_used=runners[0].threads_used if runners else None,
-            peak_rss_scope=runners[0].peak_rss_scope if runners else None,
-            ep_used=runners[0].ep_used if runners else None,
-            engine=shown.result.engine if shown and shown.result else None,
-            checks=[OutputCheck(s.index, v) for s in shown.result.sets for v in s.verdicts]
-            if shown and shown.result else [],
-            errors=list(dict.fromkeys(r.error for r in members if r.error)),
-            warnings=warnings,
-            profile=merge_op_times([r.profile for r in done if r.profile]),
-            repeat_stats=repeats,
-        ))
-    return summaries
-
-
-# ---------------------------------------------------------------------------- listeners
-
-
-@dataclass(frozen=True)
-class BenchPlan:
-    session: str
-    label: str | None
-    params: BenchParams
-    bundles: list[BundleRef]
-    serials: list[str]
-    runs_per_device: dict[str, int]
-    started_at: str
-
-
-class BenchListener:
-    """Hears the bench as it goes; every method is called on run_bench's caller's thread."""
-
-    def on_start(self, plan: BenchPlan) -> None:
-        pass
-
-    def on_run_start(self, serial: str, bundle: BundleRef, config: RunConfig, repeat: int) -> None:
-        pass
-
-    def on_run_end(self, run: BenchRun) -> None:
-        pass
-
-    def on_device_end(self, serial: str, error: str | None) -> None:
-        pass
-
-    def on_end(self, result: BenchResult) -> None:
-        pass
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -625,7 +321,7 @@ def _work(
         if stop.is_set():
             return
         emit(_Event("run", serial, item, run))
-        if run.status == "error" and not _alive(target):
+        if run.status is RunStatus.ERROR and not _alive(target):
             emit(_Event("end", serial, error=f"device lost after: {run.error}"))
             return
     emit(_Event("end", serial))
@@ -663,7 +359,8 @@ def _one_run(
                 profile = parse_profile(path, len(result.sets[0].runner.latencies_ms))
             except EdgepackError as exc:
                 warnings.append(f"profile: {exc.message}")
-    status = "error" if result is None else ("pass" if result.passed else "fail")
+    status = (RunStatus.ERROR if result is None
+              else RunStatus.PASS if result.passed else RunStatus.FAIL)
     return BenchRun(
         serial=target.serial,
         bundle_name=ref.name,
@@ -706,7 +403,8 @@ def _alive(target: Target) -> bool:
 def _error_run(serial: str, ref: BundleRef, config: RunConfig, repeat: int, reason: str,
                device: DeviceInfo | None) -> BenchRun:
     stamp = now_iso()
-    return BenchRun(serial, ref.name, ref.sha256, config, config_key(config), repeat, "error",
+    return BenchRun(serial, ref.name, ref.sha256, config, config_key(config), repeat,
+                    RunStatus.ERROR,
                     stamp, stamp, device, error=f"not run: {reason}")
 
 

@@ -11,7 +11,7 @@ import shlex
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +26,7 @@ from edgepack.devices.base import DeviceInfo
 from edgepack.devices.lock import HeldLock, device_lock
 from edgepack.devices.staging import DirSync, LocalFile, survey_command, sync_dirs
 from edgepack.errors import EdgepackError, ExitCode
+from edgepack.records import DeployResult, SetResult, Transfer
 from edgepack.runner.cache import RunnerBuild, find_runner, version_key
 from edgepack.runner.local import device_command, run_local
 from edgepack.runner.result import RunConfig, RunnerResult, parse_runner_output
@@ -39,61 +40,13 @@ from edgepack.runner.targets import (
     target_for_android_abi,
     target_for_linux_machine,
 )
-from edgepack.stats import LatencyStats, latency_stats
+from edgepack.stats import latency_stats
 
 if TYPE_CHECKING:
     from edgepack.devices.adb import AdbDevice
     from edgepack.devices.base import ShellResult
 
 ENGINES = ("auto", "native", "python")
-
-
-@dataclass(frozen=True)
-class SetResult:
-    """One test set: the runner's report and a verdict per output."""
-
-    index: int
-    runner: RunnerResult
-    verdicts: list[OutputVerdict]
-
-    @property
-    def passed(self) -> bool:
-        return all(v.passed for v in self.verdicts)
-
-
-@dataclass(frozen=True)
-class Transfer:
-    files_pushed: int = 0
-    bytes_pushed: int = 0
-    files_skipped: int = 0
-    bytes_skipped: int = 0
-    push_s: float = 0.0
-    pull_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class DeployResult:
-    bundle_name: str
-    bundle_sha256: str
-    device: DeviceInfo
-    config: RunConfig
-    engine: str
-    runner_target: str | None
-    sets: list[SetResult]
-    stats: LatencyStats  # of the first set, the one timed with the full configuration
-    started_at: str
-    wall_s: float
-    run_s: float
-    transfer: Transfer = field(default_factory=Transfer)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return all(s.passed for s in self.sets)
-
-    @property
-    def verdicts(self) -> list[OutputVerdict]:
-        return [v for s in self.sets for v in s.verdicts]
 
 
 def set_config(config: RunConfig, index: int) -> RunConfig:

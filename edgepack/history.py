@@ -39,20 +39,21 @@ from pathlib import Path
 from typing import Any
 
 from edgepack import __version__
-from edgepack.bench import (
+from edgepack.compare import Metrics
+from edgepack.devices.base import DeviceInfo
+from edgepack.devices.state import CpuFreq, DeviceState
+from edgepack.errors import EdgepackError, ExitCode
+from edgepack.profile import OpTime
+from edgepack.records import (
     BenchListener,
     BenchParams,
     BenchPlan,
     BenchResult,
     BenchRun,
     BundleRef,
+    DeployResult,
+    RunStatus,
 )
-from edgepack.compare import Metrics
-from edgepack.deploy import DeployResult
-from edgepack.devices.base import DeviceInfo
-from edgepack.devices.state import CpuFreq, DeviceState
-from edgepack.errors import EdgepackError, ExitCode
-from edgepack.profile import OpTime
 from edgepack.runner.result import RunConfig
 from edgepack.serialize import INTERNAL, from_jsonable, to_jsonable
 from edgepack.stats import LatencyStats, latency_stats
@@ -169,7 +170,7 @@ class HistoryRun:
     config_key: str
     config: RunConfig
     repeat: int
-    status: str
+    status: RunStatus
     error: str | None
     engine: str | None
     runner_version: str | None
@@ -415,7 +416,7 @@ class HistoryStore:
         the image comparisons) is absent."""
         if not runs:
             raise EdgepackError("no stored runs to report on")
-        old = [r for r in runs if r.status != "error" and r.result_json is None]
+        old = [r for r in runs if r.status is not RunStatus.ERROR and r.result_json is None]
         if old:
             raise EdgepackError(
                 f"session {old[0].session} was stored by an edgepack that kept no whole results "
@@ -648,7 +649,7 @@ def _run_from_row(row: sqlite3.Row, verdicts: list[StoredVerdict]) -> HistoryRun
         config_key=row["config_key"],
         config=RunConfig(**_known(RunConfig, json.loads(row["config_json"]))),
         repeat=row["repeat"],
-        status=row["status"],
+        status=RunStatus(row["status"]),
         error=row["error"],
         engine=row["engine"],
         runner_version=row["runner_version"],

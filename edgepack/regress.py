@@ -44,6 +44,7 @@ from pathlib import Path
 
 from edgepack.errors import EdgepackError, ExitCode
 from edgepack.history import HistoryRun, HistoryStore
+from edgepack.records import RunStatus
 
 DEFAULT_THRESHOLD = 0.05
 DEFAULT_ALPHA = 0.01
@@ -365,7 +366,7 @@ def _compare_group(
     samples = [x for r in base for x in r.latencies_ms]
     session = BaselineSession(b0.session, b0.label, b0.bundle_name, b0.bundle_sha256,
                               min(r.started_at for r in base), len(base), len(samples))
-    done = [r for r in members if r.status != "error"]
+    done = [r for r in members if r.status is not RunStatus.ERROR]
     if not done:
         errors = "; ".join(dict.fromkeys(r.error or "error" for r in members))
         return Comparison(**common, baseline=session, latency=None,

@@ -353,8 +353,8 @@ def run(
 def render_deploy_result(result: object, json_out: bool, report: Path | None) -> None:
     """Verdicts and latency of one bundle on one device; `deploy` renders the same way."""
     from edgepack.cli.render import latency_table, verdict_table
-    from edgepack.deploy import DeployResult
     from edgepack.fileio import atomic_write_text
+    from edgepack.records import DeployResult
     from edgepack.serialize import dumps
 
     assert isinstance(result, DeployResult)

@@ -15,9 +15,9 @@ from edgepack.limits import MAX_ITERATIONS, MAX_SECONDS, MAX_THREADS, MIN_TIMEOU
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from edgepack.bench import BenchListener, BenchParams, BenchResult, BenchRun
     from edgepack.history import HistoryStore
     from edgepack.lab import Lab
+    from edgepack.records import BenchListener, BenchParams, BenchResult, BenchRun
     from edgepack.regress import RegressionReport
     from edgepack.report import ReportData
 
@@ -280,9 +280,9 @@ def _params(
     timeout: float | None, profile: bool, top: int,
 ) -> BenchParams:
     """Options given on the command line, else the lab file's defaults, else the built-ins."""
-    from edgepack.bench import BenchParams
     from edgepack.errors import EdgepackError
     from edgepack.lab import LabDefaults
+    from edgepack.records import BenchParams
 
     d = lab.defaults if lab else LabDefaults()
     built = BenchParams()
@@ -400,7 +400,7 @@ def _run_bench(
 
 
 def _progress_listener() -> BenchListener:
-    from edgepack.bench import BenchListener, BenchPlan
+    from edgepack.records import BenchListener, BenchPlan, RunStatus
 
     class Progress(BenchListener):
         """One line on stderr per finished run, so a long lab bench shows it is alive."""
@@ -424,7 +424,7 @@ def _progress_listener() -> BenchListener:
                 note(f"{head}: error: {run.error}")
                 return
             s = run.result.stats
-            note(f"{head}: {'pass' if run.status == 'pass' else 'FAIL'}, median "
+            note(f"{head}: {'pass' if run.status is RunStatus.PASS else 'FAIL'}, median "
                  f"{fmt(s.median_ms)} ms, CV {s.cv * 100:.1f}%"
                  + "".join(f"; {w}" for w in run.warnings))
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgepack.bench import BenchResult, GroupSummary
 from edgepack.devices.state import now_iso
+from edgepack.records import BenchResult, GroupSummary, RunStatus
 
 if TYPE_CHECKING:
     from edgepack.bundle import Bundle
@@ -46,11 +46,11 @@ class ReportData:
         """"fail" (outputs differ or a regression), "error" (a run did not finish),
         "unjudged" (regress had too few samples to judge latency; outputs passed) or "pass"."""
         c = self.comparison(g)
-        if g.status == "fail" or (c is not None and c.regressed):
+        if g.status is RunStatus.FAIL or (c is not None and c.regressed):
             return "fail"
-        if g.status == "pass" and c is not None and c.unjudged:
+        if g.status is RunStatus.PASS and c is not None and c.unjudged:
             return "unjudged"  # never "pass": no slowdown could have been flagged
-        return g.status
+        return g.status.value
 
     @property
     def counts(self) -> dict[str, int]:
@@ -60,7 +60,7 @@ class ReportData:
             "passed": outcomes.count("pass"),
             "failures": outcomes.count("fail"),
             "errors": outcomes.count("error"),
-            "mismatches": sum(1 for g in self.groups if g.status == "fail"),
+            "mismatches": sum(1 for g in self.groups if g.status is RunStatus.FAIL),
             "regressions": len(self.regression.regressions) if self.regression else 0,
             "unjudged": outcomes.count("unjudged"),
             "unstable": sum(1 for g in self.groups if g.unstable),
@@ -92,7 +92,7 @@ def build_report(
             if run.result is not None and run.work_dir:
                 # A failing run's outputs are the ones worth looking at.
                 key = (run.serial, run.bundle_sha256, run.config_key)
-                if key not in work_dirs or run.status == "fail":
+                if key not in work_dirs or run.status is RunStatus.FAIL:
                     work_dirs[key] = run.work_dir
         images = image_comparisons(groups, {b.sha256: b for b in bundles}, work_dirs, max_images)
     return ReportData(bench, groups, regression, trend, images, now_iso(),

@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edgepack.records import RunStatus
+
 if TYPE_CHECKING:
-    from edgepack.bench import GroupSummary
     from edgepack.bundle import Bundle
+    from edgepack.records import GroupSummary
 
 MAX_SIDE = 512  # pixels in the report; larger outputs are shrunk (the difference map by max)
 
@@ -94,7 +96,7 @@ def image_comparisons(
 
     shown: set[tuple[str, str]] = set()
     result: list[ImageComparison] = []
-    for g in sorted(groups, key=lambda g: g.status != "fail"):
+    for g in sorted(groups, key=lambda g: g.status is not RunStatus.FAIL):
         bundle = bundles.get(g.bundle_sha256)
         work = work_dirs.get((g.serial, g.bundle_sha256, g.config_key))
         if bundle is None or work is None or (g.serial, g.bundle_sha256) in shown:

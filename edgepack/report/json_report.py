@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from edgepack import __version__
-from edgepack.bench import BenchRun, GroupSummary
 from edgepack.profile import OpTime
+from edgepack.records import BenchRun, GroupSummary
 from edgepack.report import ReportData
 from edgepack.serialize import dumps, to_jsonable
 

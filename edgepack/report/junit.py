@@ -16,7 +16,7 @@ import re
 import xml.etree.ElementTree as ET
 from datetime import datetime
 
-from edgepack.bench import GroupSummary
+from edgepack.records import GroupSummary
 from edgepack.report import ReportData
 from edgepack.report.markdown import fmt_ms
 from edgepack.stats import OUTLIER_RULE

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from edgepack.bench import GroupSummary
+from edgepack.records import GroupSummary
 from edgepack.report import ReportData
 from edgepack.stats import DRIFT_THRESHOLD, OUTLIER_RULE, UNSTABLE_SPREAD
 

@@ -12,8 +12,8 @@ import pytest
 from edgepack.bench import Target
 from edgepack.bundle import Tolerance
 from edgepack.compare import Metrics, OutputVerdict
-from edgepack.deploy import DeployResult, SetResult
 from edgepack.devices.base import DeviceInfo, ShellResult
+from edgepack.records import DeployResult, SetResult
 from edgepack.runner.result import RunConfig, RunnerResult, TensorInfo
 from edgepack.stats import latency_stats
 from tests.conftest import IMAGES, run_cli

@@ -8,18 +8,12 @@ import time
 
 import pytest
 
-from edgepack.bench import (
-    BenchListener,
-    BenchParams,
-    Target,
-    config_key,
-    host_target,
-    run_bench,
-)
+from edgepack.bench import Target, host_target, run_bench
 from edgepack.bundle import load_bundle
 from edgepack.devices.state import DeviceState, parse_state, state_warnings
 from edgepack.errors import EdgepackError, ExitCode
 from edgepack.profile import merge_op_times, parse_profile
+from edgepack.records import BenchListener, BenchParams, config_key
 from edgepack.runner.result import RunConfig, parse_cpu_mask
 from tests.lab.conftest import FakePhone, deploy_result, samples
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from edgepack.bench import BenchListener, BenchParams, config_key, run_bench
+from edgepack.bench import run_bench
 from edgepack.bundle import load_bundle
 from edgepack.errors import EdgepackError
 from edgepack.history import (
@@ -18,6 +18,7 @@ from edgepack.history import (
     default_db_path,
     parse_since,
 )
+from edgepack.records import BenchListener, BenchParams, config_key
 from tests.lab.conftest import FakePhone, deploy_result, samples
 
 

@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from edgepack.bench import BenchParams, run_bench
+from edgepack.bench import run_bench
 from edgepack.bundle import load_bundle
 from edgepack.errors import EdgepackError
 from edgepack.history import HistoryListener, HistoryStore
+from edgepack.records import BenchParams
 from edgepack.regress import compare_runs, latency_test, resolve_baseline
 from tests.conftest import run_cli
 from tests.lab.conftest import FakePhone, deploy_result, samples

@@ -11,10 +11,11 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from edgepack.bench import BenchParams, host_target, run_bench
+from edgepack.bench import host_target, run_bench
 from edgepack.bundle import load_bundle
 from edgepack.errors import EdgepackError, ExitCode
 from edgepack.history import HistoryListener, HistoryStore
+from edgepack.records import BenchParams
 from edgepack.regress import compare_runs, resolve_baseline
 from edgepack.report import REPORT_FILES, build_report, write_reports
 from edgepack.report.images import as_image, compare_images

@@ -9,8 +9,9 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from edgepack.bench import BenchParams, run_bench
+from edgepack.bench import run_bench
 from edgepack.bundle import load_bundle
+from edgepack.records import BenchParams
 from edgepack.report import build_report, write_reports
 from edgepack.stats import latency_stats, repeat_drift
 from tests.conftest import run_cli
