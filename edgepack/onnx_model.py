@@ -6,34 +6,16 @@ file, or a model whose inputs or outputs are not tensors, gets the same one-line
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgepack.bundle.schema import Dim, TensorSpec  # noqa: F401 - where callers find it
 from edgepack.errors import EdgepackError, short
 from edgepack.tensors import dtype_name
 
 if TYPE_CHECKING:
     import onnx
 
-Dim = int | str | None
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """A model input or output: name, numpy dtype name, shape with symbolic dims as strings."""
-
-    name: str
-    dtype: str
-    shape: list[Dim]
-
-    def fits(self, shape: tuple[int, ...]) -> bool:
-        if len(shape) != len(self.shape):
-            return False
-        return all(not isinstance(d, int) or d == s for d, s in zip(self.shape, shape, strict=True))
-
-    def shape_text(self) -> str:
-        return "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
 
 
 def load_model(path: Path, *, load_weights: bool = True) -> onnx.ModelProto:

@@ -110,7 +110,7 @@ def test_failed_pack_leaves_nothing(tmp_path):
 
 
 def test_interrupted_pack_leaves_nothing_that_looks_like_a_bundle(tmp_path, monkeypatch):
-    import edgepack.bundle as bundle_mod
+    import edgepack.bundle.packer as bundle_mod
     from edgepack.inputs import InputRequest
 
     model = _gemm_model(tmp_path / "mlp.onnx")

@@ -1,32 +1,18 @@
-"""The bundle: a directory that carries a model to a device and the proof of what it must compute.
+"""Packing: an ONNX model and its inputs become a bundle, with the host's expected outputs.
 
-Layout (the init/predict split of Caffe2's mobile exporter, in standard ONNX):
-
-    manifest.json                 this module's Manifest, schema_version 2
-    predict.onnx                  the graph; every initializer over 1 KiB lives in init.bin
-    init.bin                      the external-data file predict.onnx points at
-    test_data_set_<k>/input_<i>.pb    named TensorProto inputs (ONNX test-data layout)
-    test_data_set_<k>/output_<i>.pb   expected outputs, from onnxruntime's CPU provider
-    host/nodes.json               what the exporter knew of each node (PyTorch module, FX node);
-                                  kept on the host for diagnosis, never pushed to a device
-
-The manifest is the schema; everything else is derived from it. A bundle is written into a hidden
-temporary directory and renamed into place, and the manifest is written last, so nothing
-half-written ever looks like a bundle.
-
-A manifest is read by one function, `Manifest.from_json`, which types every field and checks
-every path it names (plain relative paths inside the bundle, in the places pack puts them), so no
-later reader can be led outside the bundle by a hostile manifest.
+The packer runs onnxruntime (one thread, deterministic kernels) on the packed predict.onnx to
+make the expected outputs, lifts weights held in Constant nodes into init.bin, strips what only
+a debugger needs from the graph (keeping the node map on the host), and refuses expected outputs
+that hold NaN or inf unless asked. A bundle is written into a hidden temporary directory and
+renamed into place, and the manifest is written last, so nothing half-written ever looks like a
+bundle.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import re
 import shutil
-import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,350 +20,32 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgepack import __version__
+from edgepack.bundle.schema import (
+    EXPORT_METADATA_KEY,
+    EXTERNAL_THRESHOLD,
+    INIT,
+    MANIFEST,
+    NODE_MAP,
+    PREDICT,
+    SCHEMA_VERSION,
+    FileEntry,
+    Manifest,
+    ModelInfo,
+    OutputSpec,
+    Provenance,
+    TensorFile,
+    TensorSpec,
+    TestSet,
+    Tolerance,
+    check_manifest,
+    default_tolerance,
+)
+from edgepack.bundle.verify import Bundle
 from edgepack.errors import EdgepackError, ExitCode, short
-from edgepack.fileio import atomic_write_text, cache_root, sha256_bytes, sha256_file
-from edgepack.onnx_model import TensorSpec
+from edgepack.fileio import atomic_write_text, sha256_bytes, sha256_file
 
 if TYPE_CHECKING:
     from edgepack.inputs import InputRequest, InputValue
-
-SCHEMA_VERSION = 2
-READABLE_SCHEMAS = (1, 2)  # 2 added host_files and TensorFile.nonfinite; 1 reads as before
-MANIFEST = "manifest.json"
-PREDICT = "predict.onnx"
-INIT = "init.bin"
-NODE_MAP = "host/nodes.json"
-EXTERNAL_THRESHOLD = 1024  # bytes: "every initializer above 1 KiB"
-EXPORT_METADATA_KEY = "edgepack.export"
-
-
-# ---------------------------------------------------------------------------- the schema
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    rtol: float
-    atol: float
-
-
-def default_tolerance(dtype: str) -> Tolerance:
-    """Tolerances loose enough for another CPU's kernels, tight enough to catch a wrong op."""
-    if dtype == "float16":
-        return Tolerance(rtol=1e-2, atol=1e-2)
-    if dtype == "float32":
-        return Tolerance(rtol=1e-3, atol=1e-4)
-    if dtype == "float64":
-        return Tolerance(rtol=1e-7, atol=1e-9)
-    return Tolerance(rtol=0.0, atol=0.0)  # integers and booleans must match exactly
-
-
-@dataclass(frozen=True)
-class OutputSpec:
-    name: str
-    dtype: str
-    shape: list[int | str | None]
-    tolerance: Tolerance
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    path: str
-    sha256: str
-    size: int
-
-
-@dataclass(frozen=True)
-class TensorFile:
-    name: str
-    file: str  # relative to the bundle
-    dtype: str
-    shape: list[int]
-    source: dict[str, Any] | None = None
-    nonfinite: int = 0  # NaN and inf values in it: an expected output holds some only by
-    # `pack --allow-nonfinite`, and then they must match exactly
-
-
-@dataclass(frozen=True)
-class TestSet:
-    index: int
-    dir: str
-    inputs: list[TensorFile]
-    outputs: list[TensorFile]
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    file: str
-    external_data: str
-    ir_version: int
-    opset_imports: dict[str, int]
-    producer: str
-    external_tensors: int
-    inline_tensors: int
-
-
-@dataclass(frozen=True)
-class Provenance:
-    kind: str  # "edgepack-export" or "onnx"
-    file: str
-    sha256: str
-    export: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class Manifest:
-    schema_version: int
-    name: str
-    edgepack_version: str
-    onnxruntime_version: str
-    model: ModelInfo
-    inputs: list[TensorSpec]
-    outputs: list[OutputSpec]
-    test_sets: list[TestSet]
-    files: list[FileEntry]  # what a device needs: every one of them is pushed
-    provenance: Provenance
-    expected_outputs: dict[str, Any] = field(default_factory=dict)
-    # Files for the host alone (the node map): hashed and verified like the others, never pushed.
-    host_files: list[FileEntry] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def dumps(self) -> str:
-        # Sorted keys and a fixed indent: packing twice gives the same bytes.
-        return json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n"
-
-    @classmethod
-    def from_json(cls, doc: Any) -> Manifest:
-        """The one reader of manifests: every field typed, every path checked (see
-        `check_manifest`). Raises EdgepackError (exit 2) naming what is wrong."""
-        from edgepack.serialize import from_jsonable
-
-        if not isinstance(doc, dict):
-            raise EdgepackError(f"malformed manifest (a JSON {type(doc).__name__}, not an object)")
-        version = doc.get("schema_version")
-        if version not in READABLE_SCHEMAS:
-            raise EdgepackError(
-                f"bundle manifest schema_version {version!r} is not one this edgepack reads "
-                f"({', '.join(map(str, READABLE_SCHEMAS))}); repack the model with this version"
-            )
-        try:
-            manifest = from_jsonable(cls, doc)
-        except (TypeError, ValueError, KeyError) as exc:
-            raise EdgepackError(f"malformed manifest ({short(exc)})") from None
-        check_manifest(manifest)
-        return manifest
-
-    def tolerance(self, output: str) -> Tolerance:
-        for o in self.outputs:
-            if o.name == output:
-                return o.tolerance
-        raise KeyError(output)
-
-
-@dataclass(frozen=True)
-class Bundle:
-    path: Path
-    manifest: Manifest
-    sha256: str  # of manifest.json, which hashes every other file: the bundle's identity
-
-    @property
-    def name(self) -> str:
-        return self.manifest.name
-
-    @property
-    def predict_path(self) -> Path:
-        return self.path / self.manifest.model.file
-
-    def set_dir(self, index: int) -> Path:
-        return self.path / self.manifest.test_sets[index].dir
-
-    def expected_outputs(self, index: int) -> dict[str, np.ndarray]:
-        from edgepack.tensors import read_tensor
-
-        result = {}
-        for out in self.manifest.test_sets[index].outputs:
-            _, array = read_tensor(self.path / out.file)
-            result[out.name] = array
-        return result
-
-    def size_bytes(self) -> int:
-        return sum(f.size for f in self.manifest.files)
-
-
-# ---------------------------------------------------------------------------- checking
-
-# One path component as pack writes them (predict.onnx, test_data_set_0, input_0.pb): no
-# leading dot (so no `.` or `..`), no separators, no characters a shell or a device's file
-# system could read another way.
-_COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-def check_path(path: str, what: str) -> None:
-    """A manifest path must be plain, relative and inside the bundle: components joined by
-    '/', none empty, '.', '..' or hidden, no backslash, no absolute path, no drive letter."""
-    problem = None
-    if not path:
-        problem = "it is empty"
-    elif path.startswith("/"):
-        problem = "it is absolute"
-    elif "\\" in path:
-        problem = "it holds a backslash"
-    else:
-        for part in path.split("/"):
-            if part in ("", ".", ".."):
-                problem = ("it leaves its directory" if part == ".."
-                           else "it has an empty or '.' part")
-                break
-            if not _COMPONENT.fullmatch(part):
-                problem = f"part {part!r} is not a plain file name"
-                break
-    if problem:
-        raise EdgepackError(f"manifest {what} {path!r} is not a plain relative path inside the "
-                            f"bundle ({problem})")
-
-
-def check_manifest(m: Manifest) -> None:
-    """Everything a reader relies on: paths inside the bundle and where pack puts them, every
-    named file hashed, no file listed twice."""
-    for o in m.outputs:
-        t = o.tolerance
-        if not (0 <= t.rtol < float("inf") and 0 <= t.atol < float("inf")):
-            raise EdgepackError(f"manifest tolerance of output {o.name!r} must be finite and "
-                                f">= 0 (rtol {t.rtol}, atol {t.atol})")
-    if not m.name or any(ord(c) < 32 or c == "\x7f" for c in m.name) or len(m.name) > 255:
-        raise EdgepackError(f"manifest name {m.name!r} is empty, too long or holds control "
-                            "characters")
-    listed: dict[str, FileEntry] = {}
-    for where, entries in (("files", m.files), ("host_files", m.host_files)):
-        for entry in entries:
-            check_path(entry.path, f"{where} entry")
-            if entry.path in listed or entry.path == MANIFEST:
-                raise EdgepackError(f"manifest lists {entry.path!r} twice (or lists itself)")
-            if not _SHA256.fullmatch(entry.sha256) or entry.size < 0:
-                raise EdgepackError(f"manifest {where} entry {entry.path!r} has a malformed "
-                                    "sha256 or size")
-            listed[entry.path] = entry
-    pushed = {f.path for f in m.files}
-    for what, path in (("model file", m.model.file),
-                       ("model external_data", m.model.external_data)):
-        check_path(path, what)
-        if path not in pushed:
-            raise EdgepackError(f"manifest {what} {path!r} is not among the bundle's files")
-    for position, test_set in enumerate(m.test_sets):
-        check_path(test_set.dir, f"test set {position} dir")
-        if test_set.index != position:
-            raise EdgepackError(f"manifest test set {position} says it is set {test_set.index}")
-        for kind, tensors in (("input", test_set.inputs), ("output", test_set.outputs)):
-            for i, tensor in enumerate(tensors):
-                # Runners read input_<i>.pb from the set's directory and write output_<i>.pb:
-                # a manifest naming any other file would be judged against something else.
-                want = f"{test_set.dir}/{kind}_{i}.pb"
-                if tensor.file != want:
-                    raise EdgepackError(f"manifest test set {position} {kind} {i} is "
-                                        f"{tensor.file!r}, not {want!r}")
-                if tensor.file not in pushed:
-                    raise EdgepackError(f"manifest {kind} file {tensor.file!r} is not among the "
-                                        "bundle's files")
-    for host in m.host_files:
-        if host.path in pushed:
-            raise EdgepackError(f"manifest lists {host.path!r} as both a device and a host file")
-
-
-def _check_on_disk(root: Path, rel: str, *, must_exist: bool) -> Path:
-    """The file a manifest path names, refusing symlinks anywhere below the bundle's root: a
-    link could lead a reader (or a push) anywhere on this machine."""
-    current = root
-    parts = rel.split("/")
-    for n, part in enumerate(parts):
-        current = current / part
-        try:
-            st = current.lstat()
-        except FileNotFoundError:
-            if must_exist:
-                raise EdgepackError(f"{root}: bundle file {rel} is missing") from None
-            return current
-        if stat.S_ISLNK(st.st_mode):
-            raise EdgepackError(f"{root}: bundle path {'/'.join(parts[:n + 1])} is a symbolic "
-                                "link; a bundle holds plain files only")
-        if n < len(parts) - 1 and not stat.S_ISDIR(st.st_mode):
-            raise EdgepackError(f"{root}: bundle path {'/'.join(parts[:n + 1])} is not a "
-                                "directory")
-    return current
-
-
-# ---------------------------------------------------------------------------- loading
-
-
-def load_bundle(path: Path, *, verify: bool = True) -> Bundle:
-    """Read a bundle's manifest; with `verify`, check every file's size and sha256."""
-    path = Path(path)
-    manifest_path = path / MANIFEST
-    if not path.is_dir():
-        raise EdgepackError(f"{path}: no such bundle directory (make one with `edgepack pack`)")
-    if not manifest_path.is_file():
-        raise EdgepackError(f"{path}: not a bundle (no {MANIFEST}; make one with `edgepack pack`)")
-    raw = manifest_path.read_bytes()
-    try:
-        manifest = Manifest.from_json(json.loads(raw))
-    except EdgepackError as exc:
-        raise EdgepackError(f"{manifest_path}: {exc.message}", exc.exit_code) from None
-    except ValueError as exc:  # not JSON, or not UTF-8
-        raise EdgepackError(f"{manifest_path}: malformed manifest ({short(exc)})") from None
-    for entry in [*manifest.files, *manifest.host_files]:
-        _check_on_disk(path, entry.path, must_exist=verify)
-    for test_set in manifest.test_sets:
-        _check_on_disk(path, test_set.dir, must_exist=verify)
-    digest = sha256_bytes(raw)
-    if verify:
-        _verify_files(path, manifest, digest)
-    return Bundle(path, manifest, digest)
-
-
-def _verify_files(path: Path, manifest: Manifest, digest: str) -> None:
-    """Every file against its manifest sha256. Files whose size, mtime and inode are as they
-    were when last verified are not hashed again (the way git trusts its index): a 1 GB bundle
-    would otherwise cost a second of hashing on every deploy."""
-    record = cache_root() / "verified" / f"{digest}.json"
-    where = str(path.resolve())
-    try:
-        known = json.loads(record.read_text())
-        if known.get("path") != where:
-            known = {}
-    except (OSError, ValueError):
-        known = {}
-    seen: dict[str, list[int]] = {}
-    for entry in [*manifest.files, *manifest.host_files]:
-        file = path / entry.path
-        if not _inside(path, file):
-            raise EdgepackError(f"{path / MANIFEST}: file {entry.path!r} lies outside the bundle")
-        if not file.is_file():
-            raise EdgepackError(f"{path}: bundle file {entry.path} is missing")
-        st = file.stat()
-        stamp = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev]
-        if known.get("files", {}).get(entry.path) != stamp and (
-            st.st_size != entry.size or sha256_file(file) != entry.sha256
-        ):
-            raise EdgepackError(
-                f"{path}: bundle file {entry.path} does not match its manifest hash; "
-                "the bundle was changed after packing: pack it again"
-            )
-        seen[entry.path] = stamp
-    with contextlib.suppress(OSError):  # a read-only cache only costs the hashing next time
-        record.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(record, json.dumps({"path": where, "files": seen}))
-
-
-def _inside(root: Path, file: Path) -> bool:
-    try:
-        file.resolve().relative_to(root.resolve())
-    except ValueError:
-        return False
-    return True
-
-
-# ---------------------------------------------------------------------------- packing
 
 
 @dataclass(frozen=True)
