@@ -9,7 +9,7 @@ depend on this module and not on the threaded bench loop or the adb deploy that 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -305,6 +305,43 @@ class BenchResult:
         if any(r.status is RunStatus.ERROR for r in self.runs):
             return ExitCode.DEVICE
         return ExitCode.OK
+
+
+@dataclass(frozen=True)
+class BenchOrder:
+    """What a BenchResult lists, in the order it lists it (see bench_order)."""
+
+    serials: list[str]
+    bundles: list[str]  # sha256s
+    runs: list[BenchRun]
+
+
+def bench_order(
+    runs: Iterable[BenchRun], serials: Sequence[str] = (), bundles: Sequence[str] = ()
+) -> BenchOrder:
+    """The one order of a BenchResult, for whoever builds one: run_bench as its runs end, the
+    history store as it reads a session back.
+
+    Devices and bundles (sha256s) keep the order the bench was given them (`serials`,
+    `bundles`); one the runs name that was not given follows, in the order the runs first name
+    it, and one no run names is left out. Runs go by device, then bundle, then in the order that
+    device ran them: `runs` must come in the order they ran (as they ended, or as they were
+    stored). A device runs its plan one run at a time, configurations then repeats, so that is
+    its sweep's order, even for a sweep that lists one configuration twice. Never the order in
+    which runs of different devices ended: devices run in parallel, so that changes from one
+    bench to the next, and a report read back from the store would list its runs differently
+    from the one the bench wrote.
+    """
+    runs = list(runs)
+    named_serials = dict.fromkeys(r.serial for r in runs)
+    named_bundles = dict.fromkeys(r.bundle_sha256 for r in runs)
+    devices = [s for s in dict.fromkeys([*serials, *named_serials]) if s in named_serials]
+    shas = [b for b in dict.fromkeys([*bundles, *named_bundles]) if b in named_bundles]
+    device_at = {s: i for i, s in enumerate(devices)}
+    bundle_at = {b: i for i, b in enumerate(shas)}
+    # sorted() is stable: within one device and bundle the runs keep the order they ran in.
+    ordered = sorted(runs, key=lambda r: (device_at[r.serial], bundle_at[r.bundle_sha256]))
+    return BenchOrder(devices, shas, ordered)
 
 
 def summarize(runs: Sequence[BenchRun]) -> list[GroupSummary]:

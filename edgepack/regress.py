@@ -299,7 +299,7 @@ def _by_sha(store: HistoryStore, ref: str, prefix: str, strict: bool) -> Baselin
 
 def _unknown(store: HistoryStore, ref: str, why: str) -> EdgepackError:
     labels = store.labels()[:8]
-    known = f"; labels in {store.path}: {', '.join(labels)}" if labels else ""
+    known = f"; labels in {store.location}: {', '.join(labels)}" if labels else ""
     return EdgepackError(
         f"--baseline {ref}: {why}. Use previous, label:NAME, sha256:PREFIX or a bundle "
         f"directory{known}",

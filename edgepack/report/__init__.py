@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 
 from edgepack.devices.state import now_iso
 from edgepack.records import BenchResult, GroupSummary, RunStatus
+from edgepack.trend import TrendSeries, bundle_trend
 
 if TYPE_CHECKING:
     from edgepack.bundle import Bundle
-    from edgepack.history import HistoryStore, TrendSeries
+    from edgepack.history import HistoryStore
     from edgepack.regress import Comparison, RegressionReport
     from edgepack.report.images import ImageComparison
 
@@ -82,7 +83,7 @@ def build_report(
     if store is not None:
         for name in dict.fromkeys(b.name for b in bench.bundles):
             keys = {(g.model, g.config_key) for g in groups if g.bundle_name == name and g.stats}
-            trend += store.trend(name, keys)
+            trend += bundle_trend(store, name, keys)
     images: list[ImageComparison] = []
     if bundles:
         from edgepack.report.images import image_comparisons
@@ -96,7 +97,7 @@ def build_report(
                     work_dirs[key] = run.work_dir
         images = image_comparisons(groups, {b.sha256: b for b in bundles}, work_dirs, max_images)
     return ReportData(bench, groups, regression, trend, images, now_iso(),
-                      str(store.path) if store is not None else None)
+                      store.location if store is not None else None)
 
 
 def write_reports(data: ReportData, directory: Path) -> list[Path]:

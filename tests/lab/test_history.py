@@ -19,6 +19,7 @@ from edgepack.history import (
     parse_since,
 )
 from edgepack.records import BenchListener, BenchParams, config_key
+from edgepack.trend import bundle_trend
 from tests.lab.conftest import FakePhone, deploy_result, samples
 
 
@@ -81,10 +82,10 @@ def test_round_trip(bundle, tmp_path):
 def test_files_of_schema_1_are_upgraded_and_say_why_they_cannot_be_reported(bundle, tmp_path,
                                                                              monkeypatch):
     path = tmp_path / "h.db"
-    monkeypatch.setattr("edgepack.history.MIGRATIONS", MIGRATIONS[:1])
+    monkeypatch.setattr("edgepack.history.schema.MIGRATIONS", MIGRATIONS[:1])
     with HistoryStore.open(path) as store:
         assert store.schema_version == 1
-    monkeypatch.setattr("edgepack.history.MIGRATIONS", MIGRATIONS)
+    monkeypatch.setattr("edgepack.history.schema.MIGRATIONS", MIGRATIONS)
     with HistoryStore.open(path) as store:
         assert store.schema_version == len(MIGRATIONS)
         result = bench_into(store, bundle, [FakePhone("A")], tmp_path)
@@ -100,7 +101,7 @@ def test_schema_2_files_get_profiled_runs_keyed_apart(bundle, tmp_path, monkeypa
     """Before schema 3 a profiled run's key did not say so, and regress matched it with plain
     runs; the migration adds `/profile` to the keys of runs whose config was profiled."""
     path = tmp_path / "h.db"
-    monkeypatch.setattr("edgepack.history.MIGRATIONS", MIGRATIONS[:2])
+    monkeypatch.setattr("edgepack.history.schema.MIGRATIONS", MIGRATIONS[:2])
     with HistoryStore.open(path) as store:
         plain = bench_into(store, bundle, [FakePhone("A")], tmp_path, label="main")
         profiled = bench_into(store, bundle, [FakePhone("A")], tmp_path, profile=True)
@@ -109,7 +110,7 @@ def test_schema_2_files_get_profiled_runs_keyed_apart(bundle, tmp_path, monkeypa
         # The keys as an edgepack of schema 2 wrote them.
         store.conn.execute("UPDATE runs SET config_key = replace(config_key, '/profile', '')")
         assert store.schema_version == 2
-    monkeypatch.setattr("edgepack.history.MIGRATIONS", MIGRATIONS)
+    monkeypatch.setattr("edgepack.history.schema.MIGRATIONS", MIGRATIONS)
     with HistoryStore.open(path) as store:
         assert store.schema_version == len(MIGRATIONS) == 3
         keys = {(r.session, r.config_key) for r in store.runs()}
@@ -183,13 +184,13 @@ def test_migrations_upgrade_old_files_and_refuse_newer_ones(tmp_path, monkeypatc
         store.conn.execute("INSERT INTO sessions (id, started_at, params_json) "
                            "VALUES ('s1', '2025-01-01', '{}')")
     # A later edgepack adds a migration: an existing file is upgraded and keeps its rows.
-    monkeypatch.setattr("edgepack.history.MIGRATIONS",
+    monkeypatch.setattr("edgepack.history.schema.MIGRATIONS",
                         [*MIGRATIONS, "ALTER TABLE sessions ADD COLUMN ci_job TEXT;"])
     with HistoryStore.open(path) as store:
         assert store.schema_version == len(MIGRATIONS) + 1
         assert store.conn.execute("SELECT id, ci_job FROM sessions").fetchall()[0][:] == (
             "s1", None)
-    monkeypatch.setattr("edgepack.history.MIGRATIONS", MIGRATIONS)
+    monkeypatch.setattr("edgepack.history.schema.MIGRATIONS", MIGRATIONS)
     # That file is now newer than this edgepack: refused, not misread.
     with pytest.raises(EdgepackError, match=f"history schema version {len(MIGRATIONS) + 1} is "
                                             "newer than this edgepack reads"):
@@ -199,11 +200,11 @@ def test_migrations_upgrade_old_files_and_refuse_newer_ones(tmp_path, monkeypatc
 def test_a_failed_migration_leaves_the_file_as_it_was(tmp_path, monkeypatch):
     path = tmp_path / "h.db"
     HistoryStore.open(path).close()
-    monkeypatch.setattr("edgepack.history.MIGRATIONS",
+    monkeypatch.setattr("edgepack.history.schema.MIGRATIONS",
                         [*MIGRATIONS, "ALTER TABLE sessions ADD COLUMN x TEXT;\nNOT SQL;"])
     with pytest.raises(EdgepackError, match="cannot open the history database"):
         HistoryStore.open(path)
-    monkeypatch.setattr("edgepack.history.MIGRATIONS", MIGRATIONS)
+    monkeypatch.setattr("edgepack.history.schema.MIGRATIONS", MIGRATIONS)
     with HistoryStore.open(path) as store:
         assert store.schema_version == len(MIGRATIONS)
         columns = [r[1] for r in store.conn.execute("PRAGMA table_info(sessions)")]
@@ -227,7 +228,7 @@ def test_queries_filter_by_bundle_device_label_and_time(bundle, tmp_path):
         assert store.runs(since="2999-01-01") == []
         assert store.latest_session(bundle.sha256, "A") != first.session
         assert len(store.runs(limit=2, newest_first=True)) == 2
-        (series,) = store.trend(bundle.name, {("Pixel 7", "cpu/t1")})
+        (series,) = bundle_trend(store, bundle.name, {("Pixel 7", "cpu/t1")})
         assert [p.label for p in series.points] == ["main", "feature"]
         assert all(p.count == 20 for p in series.points)
 

@@ -1,0 +1,324 @@
+"""The history store's interface: what the rest of edgepack asks of it, and the records it hands
+back. Nothing here knows a database; a backend (history.sqlite) does.
+
+What a backend implements, and nothing more, is `HistoryStore`'s abstract members:
+
+    location          where it is, as messages name it (a file, a URL)
+    schema_version    the version of its tables (history.schema)
+    close()
+    begin_session(plan), end_session(result)    a session started; ended or was interrupted
+    add_run(session, run) -> id                  a run and its verdicts, in one transaction
+    query(RunFilter) -> [HistoryRun]             runs matching a filter, with their verdicts
+    sessions(ids) -> [StoredSession]
+    labels(), bundles_matching(prefix)
+
+Everything else is shared and stays out of a backend: the tables and their migrations
+(history.schema: formatted with the backend's Dialect, and `upgrades` says which to run), the
+statements that read them (history.schema), the one mapping between a record and a row
+(history.rows), and what is built on the operations above (`runs`, `latest_session`,
+`bench_result`, `HistoryListener`). What a backend keeps to itself is small and named there:
+the connection, its transactions, where it keeps the schema version, and how it stores a value
+its database cannot hold as is (SQLite turns NaN into NULL).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from edgepack.compare import Metrics
+from edgepack.devices.base import DeviceInfo
+from edgepack.devices.state import DeviceState
+from edgepack.errors import EdgepackError
+from edgepack.profile import OpTime
+from edgepack.records import (
+    BenchListener,
+    BenchParams,
+    BenchPlan,
+    BenchResult,
+    BenchRun,
+    BundleRef,
+    DeployResult,
+    RunStatus,
+    bench_order,
+)
+from edgepack.runner.result import RunConfig
+from edgepack.serialize import INTERNAL, from_jsonable
+from edgepack.stats import LatencyStats, latency_stats
+
+ENV_DB = "EDGEPACK_DB"
+
+
+def default_db_path() -> Path:
+    env = os.environ.get(ENV_DB)
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "edgepack" / "history.db"
+
+
+# ---------------------------------------------------------------------------- records read back
+
+
+@dataclass(frozen=True)
+class StoredVerdict:
+    set_index: int
+    output: str
+    passed: bool
+    reason: str | None
+    metrics: Metrics | None
+
+
+@dataclass(frozen=True)
+class HistoryRun:
+    id: int
+    session: str
+    label: str | None
+    bundle_sha256: str
+    bundle_name: str
+    serial: str
+    model: str | None
+    abi: str | None
+    sdk: int | None
+    config_key: str
+    config: RunConfig
+    repeat: int
+    status: RunStatus
+    error: str | None
+    engine: str | None
+    runner_version: str | None
+    onnxruntime_version: str | None
+    ep_used: str | None
+    started_at: str
+    finished_at: str
+    latencies_ms: list[float]
+    stats: LatencyStats | None
+    session_create_ms: float | None
+    first_inference_ms: float | None
+    peak_rss_kb: int | None
+    state_before: DeviceState | None = None
+    state_after: DeviceState | None = None
+    warnings: list[str] = field(default_factory=list)
+    profile: list[OpTime] = field(default_factory=list)
+    verdicts: list[StoredVerdict] = field(default_factory=list)
+    device: DeviceInfo | None = None
+    # The whole DeployResult as stored (schema 2 on); parsed on demand: listings never need it.
+    result_json: str | None = field(default=None, repr=False, metadata={INTERNAL: True})
+
+    def deploy_result(self) -> DeployResult | None:
+        if self.result_json is None:
+            return None
+        result = from_jsonable(DeployResult, json.loads(self.result_json))
+        # Statistics again from the samples: one stored by an older edgepack lacks the spread
+        # and outliers the reports show.
+        return replace(result, stats=latency_stats(result.sets[0].runner.latencies_ms))
+
+    def bench_run(self) -> BenchRun:
+        """The run as the bench recorded it, but for where its outputs were kept (not stored)."""
+        return BenchRun(
+            serial=self.serial, bundle_name=self.bundle_name, bundle_sha256=self.bundle_sha256,
+            config=self.config, config_key=self.config_key, repeat=self.repeat,
+            status=self.status, started_at=self.started_at, finished_at=self.finished_at,
+            device=self.device, result=self.deploy_result(), error=self.error,
+            state_before=self.state_before, state_after=self.state_after,
+            warnings=self.warnings, profile=self.profile,
+        )
+
+    @property
+    def device_model(self) -> str:
+        """The key baselines are matched by: the model, or the serial when it has none."""
+        return self.model or self.serial
+
+
+@dataclass(frozen=True)
+class StoredSession:
+    id: str
+    label: str | None
+    started_at: str
+    finished_at: str | None
+    interrupted: bool
+    host: str | None
+    edgepack_version: str | None
+    params: BenchParams | None  # None: a row written without them (edgepack always writes them)
+    bundles: list[BundleRef]
+    serials: list[str]  # as the bench was given them
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs a query returns: those matching every field given.
+
+    bundle: a sha256 prefix or a bundle name; device: a serial or a model (any case); model: the
+    key baselines are matched by (HistoryRun.device_model); since/before: ISO timestamps (see
+    parse_since); ok_only: runs that finished (pass or fail). Oldest first, or newest first.
+    """
+
+    bundle: str | None = None
+    device: str | None = None
+    since: str | None = None
+    label: str | None = None
+    session: str | None = None
+    model: str | None = None
+    config_key: str | None = None
+    before: str | None = None
+    ok_only: bool = False
+    limit: int | None = None
+    newest_first: bool = False
+
+
+# ---------------------------------------------------------------------------- the interface
+
+
+class HistoryStore(ABC):
+    """Where bench runs are kept: `HistoryStore.open()` opens the backend for a location.
+    What a backend implements is in this module's docstring."""
+
+    @classmethod
+    def open(cls, path: Path | str | None = None) -> HistoryStore:
+        """The store at `path` (default: default_db_path()): a SQLite file, the one backend."""
+        from edgepack.history.sqlite import SQLiteStore
+
+        return SQLiteStore(Path(path) if path is not None else default_db_path())
+
+    # -------------------------------------------------------------------- what a backend does
+
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Where the store is, as messages name it."""
+
+    @property
+    @abstractmethod
+    def schema_version(self) -> int: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def begin_session(self, plan: BenchPlan) -> None: ...
+
+    @abstractmethod
+    def end_session(self, result: BenchResult) -> None:
+        """The session ended, or was interrupted (result.interrupted)."""
+
+    @abstractmethod
+    def add_run(self, session: str, run: BenchRun) -> int:
+        """Store one run and its verdicts in one transaction; returns the run's id, which grows
+        with every run stored (bench_result reads it as the order runs ran in)."""
+
+    @abstractmethod
+    def query(self, where: RunFilter) -> list[HistoryRun]: ...
+
+    @abstractmethod
+    def sessions(self, ids: Sequence[str]) -> list[StoredSession]:
+        """The stored sessions of these ids, in that order; unknown ids are left out."""
+
+    @abstractmethod
+    def labels(self) -> list[str]:
+        """Every label stored, the most recently used first."""
+
+    @abstractmethod
+    def bundles_matching(self, prefix: str) -> list[tuple[str, str]]:
+        """(sha256, name) of stored bundles whose sha256 starts with `prefix`."""
+
+    # -------------------------------------------------------------------- built on those
+
+    def __enter__(self) -> HistoryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def runs(self, **filters: Any) -> list[HistoryRun]:
+        """Runs matching every filter given, oldest first (or newest first): see RunFilter."""
+        return self.query(RunFilter(**filters))
+
+    def latest_session(self, bundle_sha256: str, device: str | None = None) -> str | None:
+        """The newest session that ran this bundle (on `device`, a serial or model)."""
+        runs = self.runs(bundle=bundle_sha256, device=device, ok_only=True, limit=1,
+                         newest_first=True)
+        return runs[0].session if runs else None
+
+    def bench_result(self, runs: Sequence[HistoryRun]) -> BenchResult:
+        """Stored runs read back as the BenchResult of the bench that made them, for the
+        reports. What a report shows that the store does not keep (the outputs themselves, so
+        the image comparisons) is absent."""
+        if not runs:
+            raise EdgepackError("no stored runs to report on")
+        old = [r for r in runs if r.status is not RunStatus.ERROR and r.result_json is None]
+        if old:
+            raise EdgepackError(
+                f"session {old[0].session} was stored by an edgepack that kept no whole results "
+                "(history schema 1): its reports cannot be written again; bench anew")
+        runs = sorted(runs, key=lambda r: r.id)  # stored as they ended: the order they ran
+        sessions = self.sessions(list(dict.fromkeys(r.session for r in runs)))
+        first = sessions[0]
+        known = {b.sha256: b for s in sessions for b in s.bundles}
+        order = bench_order((r.bench_run() for r in runs),
+                            [serial for s in sessions for serial in s.serials], list(known))
+        names = {r.bundle_sha256: r.bundle_name for r in runs}
+        started = min(r.started_at for r in runs)
+        finished = max(r.finished_at for r in runs)
+        if len(sessions) == 1:  # the bench's own times, when the runs are all of one bench
+            started = first.started_at or started
+            finished = first.finished_at or finished
+        return BenchResult(
+            session=first.id,
+            label=first.label,
+            params=first.params or BenchParams(),
+            bundles=[known.get(sha) or BundleRef(names[sha], sha, "") for sha in order.bundles],
+            serials=order.serials,
+            runs=order.runs,
+            started_at=started,
+            finished_at=finished,
+            wall_s=(datetime.fromisoformat(finished)
+                    - datetime.fromisoformat(started)).total_seconds(),
+            interrupted=any(s.interrupted for s in sessions),
+        )
+
+
+class HistoryListener(BenchListener):
+    """Writes every run to the store as soon as it ends."""
+
+    def __init__(self, store: HistoryStore) -> None:
+        self.store = store
+        self.session: str | None = None
+
+    def on_start(self, plan: BenchPlan) -> None:
+        self.session = plan.session
+        self.store.begin_session(plan)
+
+    def on_run_end(self, run: BenchRun) -> None:
+        assert self.session is not None
+        self.store.add_run(self.session, run)
+
+    def on_end(self, result: BenchResult) -> None:
+        self.store.end_session(result)
+
+
+def parse_since(text: str, now: datetime | None = None) -> str:
+    """`7d`, `12h`, `30m`, `2w`, or an ISO date/time -> the ISO timestamp the store compares."""
+    now = now or datetime.now(UTC)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+    if m:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+        try:
+            moment = now - timedelta(**{unit[m.group(2)]: float(m.group(1))})
+        except OverflowError:
+            raise EdgepackError(f"--since {text!r}: reaches back before the year 1") from None
+    else:
+        try:
+            moment = datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise EdgepackError(f"--since {text!r}: expected a duration (7d, 12h, 30m, 2w) or "
+                                "an ISO date (2025-01-31 or 2025-01-31T08:00)") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
