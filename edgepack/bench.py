@@ -9,22 +9,20 @@ Shaped after TF Lite's benchmark tool, three pieces are kept apart:
   store, the reports. They are called on the calling thread only, so none of them needs a lock.
 
 A device is a `Target`: a serial, a callable that runs one bundle with one configuration and
-returns a `DeployResult` (`deploy(...)` for an adb device, `run_on_host` for this machine), and an
-optional shell used to read the device's state (battery, thermal status, CPU frequencies) before
-and after every run.
+returns a `DeployResult`, and an optional shell used to read the device's state (battery, thermal
+status, CPU frequencies) before and after every run. Real targets are executors
+(edgepack.executors) run through `run_bundle`, as `edgepack run` and `edgepack deploy` run them:
+`executor_target` makes one; the callable stays so that a test can script a device.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import queue
 import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,14 +48,16 @@ from edgepack.records import (
     BundleRef,
     DeployResult,
     RunStatus,
+    bench_order,
     config_key,
 )
-from edgepack.runner.result import RunConfig, parse_cpu_mask
+from edgepack.runner.result import RunConfig
 
 if TYPE_CHECKING:
     from edgepack.bundle import Bundle
     from edgepack.deploy import DeployOptions
     from edgepack.devices.base import Device
+    from edgepack.executors import Executor
 
 RunFn = Callable[["Bundle", RunConfig, Path], "DeployResult"]
 
@@ -75,51 +75,37 @@ class Target:
     cpu_affinity: str | None = None  # this device's own mask, over BenchParams.cpu_affinity
 
 
-def host_target(engine: str = "auto") -> Target:
-    """This machine as a bench target, through the same run_on_host that `edgepack run` uses."""
-    from edgepack.deploy import host_info
+def executor_target(serial: str, executor: Executor,
+                    describe: Callable[[], DeviceInfo] | None = None,
+                    shell: ShellFn | None = None, cpu_affinity: str | None = None) -> Target:
+    """A target whose every run is `run_bundle(executor, ...)`, outputs kept in the run's
+    directory for the reports."""
 
     def run(bundle: Bundle, config: RunConfig, work_dir: Path) -> DeployResult:
-        from edgepack.deploy import run_on_host
+        from edgepack.executors import run_bundle
 
-        with _host_affinity(config.cpu_affinity):
-            return run_on_host(bundle, config, engine, work_dir=work_dir)
+        return run_bundle(executor, bundle, config, work_dir)
 
-    return Target("host", run, describe=host_info, shell=local_shell)
+    return Target(serial, run, describe=describe, shell=shell, cpu_affinity=cpu_affinity)
 
 
-@contextmanager
-def _host_affinity(mask: str | None) -> Iterator[None]:
-    # On Linux sched_setaffinity(0) pins the calling thread only, and the threads onnxruntime
-    # creates in the session inherit it: the host's equivalent of `taskset MASK runner`.
-    if not mask or not hasattr(os, "sched_setaffinity"):
-        yield
-        return
-    wanted = parse_cpu_mask(mask) & os.sched_getaffinity(0)
-    if not wanted:
-        raise EdgepackError(f"cpu affinity {mask} selects none of this machine's CPUs "
-                            f"({sorted(os.sched_getaffinity(0))})")
-    previous = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, wanted)
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, previous)
+def host_target(engine: str = "auto") -> Target:
+    """This machine as a bench target, with the executor `edgepack run --engine` uses."""
+    from edgepack.executors import HostExecutor, host_info
+
+    return executor_target("host", HostExecutor(engine), describe=host_info, shell=local_shell)
 
 
 def device_target(device: Device, options: DeployOptions | None = None,
                   cpu_affinity: str | None = None) -> Target:
-    """An adb device (or any Device-protocol one), run through `edgepack.deploy.deploy`."""
+    """A device (adb's, or any that speaks the Device protocol), with the executor `edgepack
+    deploy` uses."""
+    from edgepack.deploy import DeployOptions, DeviceExecutor
 
-    def run(bundle: Bundle, config: RunConfig, work_dir: Path) -> DeployResult:
-        from edgepack.deploy import DeployOptions, deploy
-
-        # The run's directory keeps the pulled outputs and profile for the reports.
-        opts = dataclasses.replace(options or DeployOptions(), work_dir=work_dir)
-        return deploy(bundle, device, config, opts)  # type: ignore[arg-type]
-
-    return Target(device.serial, run, describe=device.info, shell=device.shell,
-                  cpu_affinity=cpu_affinity)
+    opts = options or DeployOptions()
+    executor = DeviceExecutor(device, opts.runner_target, opts.keep, opts.break_lock)
+    return executor_target(device.serial, executor, describe=device.info, shell=device.shell,
+                           cpu_affinity=cpu_affinity)
 
 
 def missing_target(name: str, reason: str) -> Target:
@@ -194,12 +180,11 @@ def run_bench(
     in_flight: dict[str, tuple[_Item, float]] = {}  # serial -> (item, monotonic deadline)
     deadlines = [params.deadline_s(len(b.manifest.test_sets)) for b in bundles]
     devices: dict[str, DeviceInfo] = {}
-    done: list[tuple[tuple[int, int, int, int], BenchRun]] = []  # in plan order, for reports
-    order = {s: i for i, s in enumerate(serials)}
+    done: list[BenchRun] = []  # as runs end; records.bench_order puts them in plan order
     active = set(serials)
 
-    def record(item: _Item, run: BenchRun) -> None:
-        done.append(((order[run.serial], item.bundle, item.config, item.repeat), run))
+    def record(run: BenchRun) -> None:
+        done.append(run)
         for listener in listeners:
             listener.on_run_end(run)
 
@@ -208,14 +193,15 @@ def run_bench(
         active.discard(serial)
         in_flight.pop(serial, None)
         for item in pending.pop(serial, []):
-            record(item, _error_run(serial, refs[item.bundle], configs[serial][item.config],
-                                    item.repeat, reason, devices.get(serial)))
+            record(_error_run(serial, refs[item.bundle], configs[serial][item.config],
+                              item.repeat, reason, devices.get(serial)))
         for listener in listeners:
             listener.on_device_end(serial, reason)
 
     def finish(interrupted: bool) -> BenchResult:
         result = BenchResult(plan.session, label, params, refs, serials,
-                             [run for _, run in sorted(done, key=lambda x: x[0])],
+                             bench_order(done, serials,
+                                         [r.sha256 for r in refs]).runs,
                              plan.started_at, now_iso(), time.perf_counter() - t0, interrupted)
         for listener in listeners:
             listener.on_end(result)
@@ -243,7 +229,7 @@ def run_bench(
                     pending[ev.serial].remove(ev.item)
                     if ev.run.device is not None:
                         devices[ev.serial] = ev.run.device
-                    record(ev.item, ev.run)
+                    record(ev.run)
                 elif ev.kind == "end":
                     if pending.get(ev.serial):
                         give_up(ev.serial, ev.error or "the device stopped")

@@ -1,34 +1,39 @@
-"""One bundle on one device: stage it, run it, collect the outputs, compare them.
+"""One bundle on one device over adb: the device's executor, and the `deploy` and `run_on_host`
+entry points.
 
-A host run takes the same steps as a device run; on the host "staging" is using the bundle where it
-lies, and the engine may be the native runner or onnxruntime's Python API.
+`DeviceExecutor` is the executor (edgepack.executors) of a device reached through the `Device`
+protocol: preparing reads the device's facts, takes its lock in the same round trip as the survey
+of what it holds and the removal of stale scratch, and pushes what changed; each input set is
+one shell command and its pulls; the exit removes the run's scratch and releases the lock in one
+round trip. `deploy` and `run_on_host` are `run_bundle` with the device's or the host's
+executor, kept with the signatures the CLI and the tests call.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
-import shutil
-import tempfile
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgepack.bundle import MANIFEST, Bundle
-from edgepack.compare import OutputVerdict, compare_outputs, read_outputs
 
 # The device path's own modules (none of them imports adbutils): loaded with this module rather
 # than inside deploy(), whose wall time is the device's work.
 from edgepack.devices.adb import DEVICE_ROOT
-from edgepack.devices.base import DeviceInfo
+from edgepack.devices.base import Device, DeviceInfo
 from edgepack.devices.lock import HeldLock, device_lock
 from edgepack.devices.staging import DirSync, LocalFile, survey_command, sync_dirs
 from edgepack.errors import EdgepackError, ExitCode
-from edgepack.records import DeployResult, SetResult, Transfer
+from edgepack.executors import DeployListener, HostExecutor, run_bundle
+from edgepack.records import DeployResult, Transfer
 from edgepack.runner.cache import RunnerBuild, find_runner, version_key
-from edgepack.runner.local import device_command, run_local
+from edgepack.runner.local import device_command
 from edgepack.runner.result import RunConfig, RunnerResult, parse_runner_output
 from edgepack.runner.targets import (
     TARGETS,
@@ -40,57 +45,9 @@ from edgepack.runner.targets import (
     target_for_android_abi,
     target_for_linux_machine,
 )
-from edgepack.stats import latency_stats
 
 if TYPE_CHECKING:
-    from edgepack.devices.adb import AdbDevice
     from edgepack.devices.base import ShellResult
-
-ENGINES = ("auto", "native", "python")
-
-
-def set_config(config: RunConfig, index: int) -> RunConfig:
-    """The first test set is timed with the full configuration; the others only prove outputs."""
-    if index == 0:
-        return config
-    return replace(config, warmup=0, iterations=1, min_seconds=None, profile=False)
-
-
-def judge(bundle: Bundle, index: int, output_dir: Path) -> list[OutputVerdict]:
-    """Compare what a runner wrote for test set `index` with the bundle's expected outputs."""
-    expected = bundle.expected_outputs(index)
-    actual = read_outputs(output_dir, list(expected))
-    tolerances = {o.name: o.tolerance for o in bundle.manifest.outputs}
-    return compare_outputs(expected, actual, tolerances)
-
-
-def host_info() -> DeviceInfo:
-    import platform
-
-    usage = shutil.disk_usage(tempfile.gettempdir())
-    return DeviceInfo(
-        serial="host",
-        kind="host",
-        state="device",
-        model=platform.node() or "host",
-        abis=[platform.machine()],
-        machine=platform.machine(),
-        release=f"{platform.system()} {platform.release()}",
-        soc=_cpu_model(),
-        free_bytes=usage.free,
-        runner_target="host" if platform.machine() == "x86_64" else None,
-        manufacturer=os.uname().sysname,
-    )
-
-
-def _cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
 
 
 def run_on_host(
@@ -102,65 +59,7 @@ def run_on_host(
     onnxruntime's profile when config.profile asks for one; otherwise both go with a temporary
     directory.
     """
-    if engine not in ENGINES:
-        raise EdgepackError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
-    started = datetime.now(UTC).isoformat(timespec="seconds")
-    t_start = time.perf_counter()
-    notes: list[str] = []
-    runner = None
-    if engine in ("auto", "native"):
-
-        runner = find_runner("host")
-        if runner is None and engine == "native":
-            raise EdgepackError(
-                "the host runner is not built: run `edgepack runner build --target host`, "
-                "or pass --engine python"
-            )
-        if runner is None:
-            notes.append(
-                "engine: onnxruntime Python (no host runner built; "
-                "`edgepack runner build --target host` builds it)"
-            )
-    used_engine = "native" if runner is not None else "python"
-    if runner is not None:
-        notes.append(f"engine: native runner {runner.id}")
-
-    sets: list[SetResult] = []
-    run_s = 0.0
-    with tempfile.TemporaryDirectory(prefix="edgepack-run-") as tmp:
-        root = Path(work_dir) if work_dir is not None else Path(tmp)
-        for test_set in bundle.manifest.test_sets:
-            out_dir = root / test_set.dir
-            cfg = set_config(config, test_set.index)
-            t0 = time.perf_counter()
-            if runner is not None:
-
-                result = run_local(
-                    runner, bundle.predict_path, bundle.set_dir(test_set.index), out_dir, cfg
-                )
-            else:
-                from edgepack.runner.python_engine import run_python
-
-                result = run_python(
-                    bundle.predict_path, bundle.set_dir(test_set.index), out_dir, cfg,
-                    profile_prefix=str(root / "profile") if cfg.profile else None,
-                )
-            run_s += time.perf_counter() - t0
-            sets.append(SetResult(test_set.index, result, judge(bundle, test_set.index, out_dir)))
-    return DeployResult(
-        bundle_name=bundle.name,
-        bundle_sha256=bundle.sha256,
-        device=host_info(),
-        config=config,
-        engine=used_engine,
-        runner_target="host" if runner is not None else None,
-        sets=sets,
-        stats=latency_stats(sets[0].runner.latencies_ms),
-        started_at=started,
-        wall_s=time.perf_counter() - t_start,
-        run_s=run_s,
-        notes=notes,
-    )
+    return run_bundle(HostExecutor(engine), bundle, config, work_dir)
 
 
 # ---------------------------------------------------------------------------- devices over adb
@@ -172,17 +71,6 @@ class DeployOptions:
     keep: bool = False  # keep the run's directory (outputs, profile) on the device
     break_lock: bool = False
     work_dir: Path | None = None  # where pulled outputs and profiles stay; temporary otherwise
-
-
-class DeployListener:
-    """Hears the stages of a deploy; the CLI draws progress bars, bench logs per device."""
-
-    def stage(self, text: str) -> None:  # noqa: B027 - a no-op by default
-        pass
-
-    def transfer(self) -> object | None:
-        """A staging.TransferProgress for pushes, or None."""
-        return None
 
 
 # In a run's directory on the device while it is scratch (not kept with --keep): what the next
@@ -221,7 +109,7 @@ def remote_paths(bundle_name: str, runner_id: str, run_id: str) -> tuple[str, st
 
 def deploy(
     bundle: Bundle,
-    device: AdbDevice,
+    device: Device,
     config: RunConfig,
     options: DeployOptions | None = None,
     listener: DeployListener | None = None,
@@ -229,47 +117,106 @@ def deploy(
     """Push the runner and the bundle (incrementally), run every test set, pull, compare.
     The run's scratch directory on the device goes with the lock, unless options.keep."""
     options = options or DeployOptions()
-    listener = listener or DeployListener()
-    started = datetime.now(UTC).isoformat(timespec="seconds")
-    t_start = time.perf_counter()
+    executor = DeviceExecutor(device, options.runner_target, options.keep, options.break_lock)
+    return run_bundle(executor, bundle, config, options.work_dir, listener)
 
-    listener.stage(f"{device.serial}: reading device properties")
-    info = device.info()
-    runner = _runner_for(device.serial, info, options.runner_target)
-    run_id = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
-    paths = remote_paths(bundle.name, runner.id, run_id)
-    lease = config.timeout_s * len(bundle.manifest.test_sets) + 600
-    notes: list[str] = []
-    dirs = _staged_dirs(bundle, runner, paths)
-    # The lock is taken in the same round trip as the survey of what the device holds, and as
-    # the removal of scratch that deploys cut off (a device that vanished, a process killed)
-    # left behind.
-    then = stale_runs_command(f"{DEVICE_ROOT}/runs") + "; " + survey_command(dirs)
-    with device_lock(device, DEVICE_ROOT, lease, options.break_lock, then=then) as lock:
-        notes += [f"removed the scratch of an unfinished run from the device: runs/{name}"
-                  for name in _stale_removed(lock.then_output)]
-        if options.keep:
-            notes.append(f"kept the run's files on the device in {paths[2]}")
-        else:
-            lock.on_release(f"rm -rf {shlex.quote(paths[2])}")
-        listener.stage(f"{device.serial}: pushing the {runner.target} runner and {bundle.name}")
-        transfer = _stage(device, dirs, lock.then_output, listener)
-        sets, run_s, pull_s = _run_sets(device, bundle, config, paths, options, listener, lock)
-    return DeployResult(
-        bundle_name=bundle.name,
-        bundle_sha256=bundle.sha256,
-        device=info,
-        config=config,
-        engine="native",
-        runner_target=runner.target,
-        sets=sets,
-        stats=latency_stats(sets[0].runner.latencies_ms),
-        started_at=started,
-        wall_s=time.perf_counter() - t_start,
-        run_s=run_s,
-        transfer=replace(transfer, pull_s=pull_s),
-        notes=notes,
-    )
+
+@dataclass(frozen=True)
+class DeviceExecutor:
+    """A device as an executor: the runner its ABI (or `runner_target`) selects, run there."""
+
+    device: Device
+    runner_target: str | None = None  # overrides what the device's ABI / uname -m selects
+    keep: bool = False  # keep the run's directory (outputs, profile) on the device
+    break_lock: bool = False
+
+    @contextmanager
+    def prepare(self, bundle: Bundle, config: RunConfig,
+                listener: DeployListener | None = None) -> Iterator[DevicePrepared]:
+        listener = listener or DeployListener()
+        device = self.device
+        listener.stage(f"{device.serial}: reading device properties")
+        info = device.info()
+        runner = _runner_for(device.serial, info, self.runner_target)
+        run_id = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        paths = remote_paths(bundle.name, runner.id, run_id)
+        lease = config.timeout_s * len(bundle.manifest.test_sets) + 600
+        dirs = _staged_dirs(bundle, runner, paths)
+        # The lock is taken in the same round trip as the survey of what the device holds, and
+        # as the removal of scratch that deploys cut off (a device that vanished, a process
+        # killed) left behind.
+        then = stale_runs_command(f"{DEVICE_ROOT}/runs") + "; " + survey_command(dirs)
+        with device_lock(device, DEVICE_ROOT, lease, self.break_lock, then=then) as lock:
+            notes = [f"removed the scratch of an unfinished run from the device: runs/{name}"
+                     for name in _stale_removed(lock.then_output)]
+            if self.keep:
+                notes.append(f"kept the run's files on the device in {paths[2]}")
+            else:
+                lock.on_release(f"rm -rf {shlex.quote(paths[2])}")
+            listener.stage(f"{device.serial}: pushing the {runner.target} runner and "
+                           f"{bundle.name}")
+            pushed = _stage(device, dirs, lock.then_output, listener)
+            yield DevicePrepared(device, bundle, info, runner, paths, lock, self.keep, notes,
+                                 pushed)
+
+
+@dataclass
+class DevicePrepared:
+    """A device holding this deploy's lock, the runner and the bundle."""
+
+    device: Device
+    bundle: Bundle
+    info: DeviceInfo
+    runner: RunnerBuild
+    paths: tuple[str, str, str]  # runner dir, bundle dir, run dir
+    lock: HeldLock
+    keep: bool
+    notes: list[str]
+    pushed: Transfer
+    pull_s: float = 0.0
+    engine: str = field(default="native", init=False)
+
+    @property
+    def runner_target(self) -> str:
+        return self.runner.target
+
+    @property
+    def transfer(self) -> Transfer:
+        return replace(self.pushed, pull_s=self.pull_s)
+
+    def run_set(self, index: int, config: RunConfig, out_dir: Path) -> RunnerResult:
+        """One runner invocation, started only while the device lock is still this deploy's,
+        then its outputs (and profile) pulled into out_dir."""
+        device, lock = self.device, self.lock
+        bin_dir, bundle_dir, run_dir = self.paths
+        test_set = self.bundle.manifest.test_sets[index]
+        remote_out = f"{run_dir}/{test_set.dir}"
+        profile = f"{run_dir}/profile_{index}" if config.profile else None
+        # Marked before the runner writes anything, so a run cut off is known as scratch.
+        mark = "" if self.keep else (
+            f" && echo {shlex.quote(lock.token)} > "
+            f"{shlex.quote(f'{run_dir}/{SCRATCH_MARK}')}")
+        command = lock.guard(
+            f"mkdir -p {shlex.quote(remote_out)}{mark} && cd {shlex.quote(run_dir)} && "
+            + device_command(bin_dir, f"{bundle_dir}/{self.bundle.manifest.model.file}",
+                             f"{bundle_dir}/{test_set.dir}", remote_out, config, profile)
+        )
+        t0 = time.perf_counter()
+        shell = device.shell(command, timeout=config.timeout_s + 60)
+        elapsed = time.perf_counter() - t0
+        lock.check_guard(device.serial, shell, f"input set {index}")
+        result = _runner_result(device.serial, shell, elapsed, config.timeout_s)
+
+        t0 = time.perf_counter()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for i in range(len(result.outputs)):
+            device.pull(f"{remote_out}/output_{i}.pb", out_dir / f"output_{i}.pb")
+        if result.profile_file:
+            local_profile = out_dir / f"profile_{index}.json"
+            device.pull(result.profile_file, local_profile)
+            result = replace(result, profile_file=str(local_profile))
+        self.pull_s += time.perf_counter() - t0
+        return result
 
 
 def _runner_for(serial: str, info: DeviceInfo, override: str | None) -> RunnerBuild:
@@ -370,7 +317,7 @@ def _staged_dirs(bundle: Bundle, runner: RunnerBuild, paths: tuple[str, str, str
             DirSync(bundle_files, bundle_dir, f"bundle {bundle.name}")]
 
 
-def _stage(device: AdbDevice, dirs: list[DirSync], surveyed: str | None,
+def _stage(device: Device, dirs: list[DirSync], surveyed: str | None,
            listener: DeployListener) -> Transfer:
 
     def free() -> int | None:
@@ -384,61 +331,6 @@ def _stage(device: AdbDevice, dirs: list[DirSync], surveyed: str | None,
         bytes_skipped=sum(s.bytes_skipped for s in stats),
         push_s=sum(s.seconds for s in stats),
     )
-
-
-def _run_sets(
-    device: AdbDevice,
-    bundle: Bundle,
-    config: RunConfig,
-    paths: tuple[str, str, str],
-    options: DeployOptions,
-    listener: DeployListener,
-    lock: HeldLock,
-) -> tuple[list[SetResult], float, float]:
-    """Run the runner once per test set, pull its outputs and judge them; (sets, run seconds,
-    pull seconds). Each run starts only while the device lock is still this deploy's."""
-    bin_dir, bundle_dir, run_dir = paths
-    sets: list[SetResult] = []
-    run_s = pull_s = 0.0
-    local_root = Path(options.work_dir or tempfile.mkdtemp(prefix="edgepack-deploy-"))
-    try:
-        for test_set in bundle.manifest.test_sets:
-            cfg = set_config(config, test_set.index)
-            listener.stage(f"{device.serial}: running input set {test_set.index}")
-            remote_out = f"{run_dir}/{test_set.dir}"
-            profile = f"{run_dir}/profile_{test_set.index}" if cfg.profile else None
-            # Marked before the runner writes anything, so a run cut off is known as scratch.
-            mark = "" if options.keep else (
-                f" && echo {shlex.quote(lock.token)} > "
-                f"{shlex.quote(f'{run_dir}/{SCRATCH_MARK}')}")
-            command = lock.guard(
-                f"mkdir -p {shlex.quote(remote_out)}{mark} && cd {shlex.quote(run_dir)} && "
-                + device_command(bin_dir, f"{bundle_dir}/{bundle.manifest.model.file}",
-                                 f"{bundle_dir}/{test_set.dir}", remote_out, cfg, profile)
-            )
-            t0 = time.perf_counter()
-            shell = device.shell(command, timeout=cfg.timeout_s + 60)
-            elapsed = time.perf_counter() - t0
-            run_s += elapsed
-            lock.check_guard(device.serial, shell, f"input set {test_set.index}")
-            result = _runner_result(device.serial, shell, elapsed, cfg.timeout_s)
-
-            t0 = time.perf_counter()
-            local_out = local_root / test_set.dir
-            local_out.mkdir(parents=True, exist_ok=True)
-            for i in range(len(result.outputs)):
-                device.pull(f"{remote_out}/output_{i}.pb", local_out / f"output_{i}.pb")
-            if result.profile_file:
-                local_profile = local_root / f"profile_{test_set.index}.json"
-                device.pull(result.profile_file, local_profile)
-                result = replace(result, profile_file=str(local_profile))
-            pull_s += time.perf_counter() - t0
-            sets.append(SetResult(test_set.index, result,
-                                  judge(bundle, test_set.index, local_out)))
-    finally:
-        if options.work_dir is None:
-            shutil.rmtree(local_root, ignore_errors=True)
-    return sets, run_s, pull_s
 
 
 def _runner_result(

@@ -1,8 +1,9 @@
 """What edgepack needs from a device, whoever the device is.
 
-A host run and a device run differ only in the Device they are given: deploy pushes files, runs
-one shell command, pulls files. Commands are strings for a POSIX shell (Android's toybox sh or a
-board's /bin/sh), built by the caller with shlex.quote around every argument.
+`Device` is all that deploy (edgepack.deploy.DeviceExecutor), the device lock and the state probes
+use: the device's facts, shell commands, pushes and pulls, and the free space a push must fit
+in. Commands are strings for a POSIX shell (Android's toybox sh or a board's /bin/sh), built by
+the caller with shlex.quote around every argument.
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ class Device(Protocol):
 
     def shell(self, command: str, timeout: float | None = None) -> ShellResult: ...
 
-    def push(self, local: Path, remote: str, progress: ProgressCallback | None = None) -> None: ...
+    def push(self, local: Path, remote: str, progress: ProgressCallback | None = None,
+             mode: int = 0o644) -> None:
+        """Exactly `remote` gets the file's bytes, with permission bits `mode`."""
 
-    def pull(self, remote: str, local: Path) -> None: ...
+    def pull(self, remote: str, local: Path) -> None:
+        """`local` gets the file whole or not at all."""
+
+    def free_bytes(self, path: str) -> int | None:
+        """Free space where `path` is (made if missing); None when the device cannot tell."""

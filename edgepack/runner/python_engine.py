@@ -12,16 +12,25 @@ RSS_SESSION_GROWTH), not the whole interpreter's.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from edgepack import __version__
 from edgepack.errors import EdgepackError, ExitCode, short
-from edgepack.runner.result import RSS_SESSION_GROWTH, RunConfig, RunnerResult, TensorInfo
+from edgepack.runner.result import (
+    RSS_SESSION_GROWTH,
+    RunConfig,
+    RunnerResult,
+    TensorInfo,
+    parse_cpu_mask,
+)
 
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "xnnpack": "XnnpackExecutionProvider",
               "nnapi": "NnapiExecutionProvider"}
@@ -33,6 +42,34 @@ def run_python(
     model: Path, inputs_dir: Path, output_dir: Path, config: RunConfig,
     profile_prefix: str | None = None,
 ) -> RunnerResult:
+    with pinned(config.cpu_affinity):
+        return _run_python(model, inputs_dir, output_dir, config, profile_prefix)
+
+
+@contextmanager
+def pinned(mask: str | None) -> Iterator[None]:
+    """config.cpu_affinity for this engine, as taskset is for the runner. On Linux
+    sched_setaffinity(0) pins the calling thread only, and the threads onnxruntime creates in
+    the session inherit it; the thread's own mask comes back afterwards."""
+    if not mask or not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    wanted = parse_cpu_mask(mask) & os.sched_getaffinity(0)
+    if not wanted:
+        raise EdgepackError(f"cpu affinity {mask} selects none of this machine's CPUs "
+                            f"({sorted(os.sched_getaffinity(0))})")
+    previous = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, wanted)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, previous)
+
+
+def _run_python(
+    model: Path, inputs_dir: Path, output_dir: Path, config: RunConfig,
+    profile_prefix: str | None,
+) -> RunnerResult:
     import onnxruntime as ort
 
     from edgepack.tensors import STRING, array_dtype, read_tensor, write_tensor
@@ -43,6 +80,9 @@ def run_python(
                                             _OPT_LEVELS[config.optimization])
     opts.log_severity_level = 3
     if profile_prefix:
+        # onnxruntime opens the profile when the session is made and, when its directory is
+        # not there yet, writes nothing yet still names the file in end_profiling().
+        Path(profile_prefix).parent.mkdir(parents=True, exist_ok=True)
         opts.enable_profiling = True
         opts.profile_file_prefix = profile_prefix
     provider = _PROVIDERS[config.ep]
