@@ -27,9 +27,9 @@ import numpy as np
 from edgepack.bundle import EXPORT_METADATA_KEY, Tolerance
 from edgepack.compare import OutputVerdict, compare_output
 from edgepack.errors import EdgepackError, ExitCode, short
-from edgepack.inputs import DynamicAxis, ExportInput
 from edgepack.limits import check_tensor_size
 from edgepack.onnx_model import TensorSpec
+from edgepack.option_values import DynamicAxis, ExportInput
 
 EXPORTERS = ("dynamo", "torchscript")
 

@@ -17,15 +17,12 @@ import numpy as np
 from edgepack.errors import EdgepackError
 from edgepack.fileio import sha256_file
 from edgepack.onnx_model import TensorSpec
+from edgepack.option_values import NUMPY_DTYPES
 from edgepack.tensors import STRING, array_dtype, as_strings
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 COLORS = ("rgb", "bgr", "gray", "y")
 LAYOUTS = ("nchw", "nhwc")
-NUMPY_DTYPES = (
-    "float32", "float16", "float64", "int8", "uint8", "int16", "uint16", "int32", "uint32",
-    "int64", "uint64", "bool",
-)
 
 
 @dataclass(frozen=True)
@@ -78,85 +75,6 @@ class InputValue:
     name: str
     array: np.ndarray
     source: InputSource
-
-
-@dataclass(frozen=True)
-class ExportInput:
-    """One `--input NAME:SHAPE:DTYPE` of `edgepack export`."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-
-
-@dataclass(frozen=True)
-class DynamicAxis:
-    """One `--dynamic NAME:AXIS:LABEL` of `edgepack export`."""
-
-    name: str
-    axis: int
-    label: str
-
-
-# ---------------------------------------------------------------------------- argument parsing
-
-
-def parse_export_input(text: str) -> ExportInput:
-    parts = text.split(":")
-    if len(parts) not in (2, 3) or not parts[0]:
-        raise EdgepackError(
-            f"--input {text!r}: expected NAME:SHAPE[:DTYPE], e.g. input:1x3x32x32:float32"
-        )
-    name, shape_text = parts[0], parts[1]
-    dtype = parts[2] if len(parts) == 3 else "float32"
-    try:
-        shape = tuple(int(d) for d in shape_text.lower().split("x")) if shape_text else ()
-    except ValueError:
-        raise EdgepackError(
-            f"--input {text!r}: shape {shape_text!r} must be sizes joined by x, e.g. 1x3x32x32"
-        ) from None
-    if any(d <= 0 for d in shape):
-        raise EdgepackError(f"--input {text!r}: every dimension must be a positive integer")
-    if dtype not in NUMPY_DTYPES:
-        raise EdgepackError(
-            f"--input {text!r}: unknown dtype {dtype!r}; use one of {', '.join(NUMPY_DTYPES)}"
-        )
-    return ExportInput(name, shape, dtype)
-
-
-def parse_dynamic(text: str) -> DynamicAxis:
-    parts = text.split(":")
-    if len(parts) != 3 or not parts[0] or not parts[2]:
-        raise EdgepackError(f"--dynamic {text!r}: expected NAME:AXIS:LABEL, e.g. input:0:batch")
-    try:
-        axis = int(parts[1])
-    except ValueError:
-        raise EdgepackError(f"--dynamic {text!r}: AXIS must be an integer") from None
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", parts[2]):
-        raise EdgepackError(f"--dynamic {text!r}: LABEL must be an identifier, e.g. batch")
-    return DynamicAxis(parts[0], axis, parts[2])
-
-
-def parse_named_file(text: str) -> tuple[str, Path]:
-    name, sep, file = text.partition("=")
-    if not sep or not name or not file:
-        raise EdgepackError(f"--input {text!r}: expected NAME=FILE")
-    return name, Path(file)
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"(\d+)[xX](\d+)", text.strip())
-    if not m or int(m.group(1)) == 0 or int(m.group(2)) == 0:
-        raise EdgepackError(f"--resize {text!r}: expected WIDTHxHEIGHT, e.g. 224x224")
-    return int(m.group(1)), int(m.group(2))
-
-
-def parse_floats(option: str, text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise EdgepackError(f"{option} {text!r}: expected numbers separated by commas") from None
-    return values
 
 
 # ---------------------------------------------------------------------------- reading sources

@@ -31,6 +31,10 @@
 Errors name the file, the line and the key (`lab.toml:12: devices[1].min_sdk: ...`): tomllib's
 syntax errors carry a line; for a well-formed file with a wrong value the key's line is found by
 reading the file's table headers and keys again.
+
+Each setting of a bench or regress is layered in one place, `layer_settings`: the command line's
+value when given, else lab.toml's (a device's own entry, then [defaults]), else the built-in
+default. So `--cpu-affinity` wins over a [[devices]] entry's mask too.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from edgepack.devices.adb import ServerAddress
 from edgepack.devices.base import DeviceInfo
@@ -50,8 +54,10 @@ from edgepack.limits import MAX_ITERATIONS, MAX_SECONDS, MAX_THREADS, MIN_TIMEOU
 
 if TYPE_CHECKING:
     from edgepack.bench import Target
+    from edgepack.records import BenchParams
 
 KeyPath = tuple[str | int, ...]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -382,6 +388,113 @@ class _KeyLines:
         return None
 
 
+# ---------------------------------------------------------------------------- layering
+
+
+@dataclass(frozen=True)
+class GivenOptions:
+    """What the command line gave bench or regress: None where an option was not given. The
+    lists (--threads, --ep) are as typed: layer_settings parses them."""
+
+    device: str | None = None
+    lab: Path | None = None
+    repeat: int | None = None
+    iterations: int | None = None
+    warmup: int | None = None
+    cooldown: float | None = None
+    threads: str | None = None
+    ep: str | None = None
+    cpu_affinity: str | None = None
+    timeout: float | None = None
+    engine: str = "auto"
+    db: Path | None = None
+    label: str | None = None
+    report_dir: Path | None = None
+    profile: bool = False  # bench's own
+    top: int = 10
+    threshold_percent: float | None = None  # regress's own
+    alpha: float | None = None
+
+
+@dataclass(frozen=True)
+class LabSettings:
+    """What a bench or regress runs with, each setting layered by layer_settings."""
+
+    params: BenchParams
+    threshold: float  # regress: a median this much slower (0.05: 5 %)...
+    alpha: float  # ...and a Mann-Whitney U p below this is a latency regression
+    lab: Lab | None = None
+    device: str | None = None  # --device as given; None: lab.toml's [[devices]], else all
+    engine: str = "auto"
+    db: Path | None = None
+    label: str | None = None
+    report_dir: Path | None = None
+    affinity_given: bool = False  # --cpu-affinity was given, and wins over lab.toml's devices
+
+    def device_affinity(self, info: DeviceInfo,
+                        selector: DeviceSelector | None = None) -> str | None:
+        """The CPU mask `info`'s device runs under: --cpu-affinity, else its lab.toml entry's
+        (`selector`, the entry that chose it; else the first matching entry with a mask), else
+        [defaults]' (params.cpu_affinity), else none."""
+        if self.affinity_given or self.lab is None:
+            return self.params.cpu_affinity
+        if selector is None:
+            selector = next((s for s in self.lab.devices if s.cpu_affinity and s.matches(info)),
+                            None)
+        own = selector.cpu_affinity if selector is not None else None
+        return own or self.params.cpu_affinity
+
+
+def layer_settings(given: GivenOptions) -> LabSettings:
+    """The command line over lab.toml (read here, from --lab) over the built-in defaults, for
+    every setting of bench and regress, in one place.
+
+    A bad value fails here, named where it came from: the option (`--threads '1,x': ...`) or the
+    file, line and key (`lab.toml:3: defaults.iterations: ...`).
+    """
+    from edgepack.option_values import parse_cpu_affinity, parse_eps, parse_threads
+    from edgepack.records import BenchParams
+    from edgepack.regress import DEFAULT_ALPHA, DEFAULT_THRESHOLD
+
+    lab = load_lab(given.lab) if given.lab is not None else None
+    d = lab.defaults if lab is not None else LabDefaults()
+    built = BenchParams()
+    threads = parse_threads(given.threads) if given.threads is not None else None
+    affinity = (parse_cpu_affinity(given.cpu_affinity) if given.cpu_affinity is not None
+                else None)
+    eps = parse_eps(given.ep) if given.ep is not None else None
+    params = BenchParams(
+        repeat=_first(given.repeat, d.repeat, built.repeat),
+        iterations=_first(given.iterations, d.iterations, built.iterations),
+        warmup=_first(given.warmup, d.warmup, built.warmup),
+        cooldown_s=_first(given.cooldown, d.cooldown, built.cooldown_s),
+        threads=tuple(_first(threads, d.threads, built.threads)),
+        eps=tuple(_first(eps, d.ep, built.eps)),
+        cpu_affinity=_first(affinity, d.cpu_affinity, built.cpu_affinity),
+        profile=given.profile,
+        top_ops=given.top,
+        timeout_s=_first(given.timeout, d.timeout, built.timeout_s),
+    )
+    percent = _first(given.threshold_percent, d.threshold_percent, DEFAULT_THRESHOLD * 100)
+    return LabSettings(
+        params=params,
+        threshold=percent / 100,
+        alpha=_first(given.alpha, d.alpha, DEFAULT_ALPHA),
+        lab=lab,
+        device=given.device,
+        engine=given.engine,
+        db=given.db,
+        label=given.label,
+        report_dir=given.report_dir,
+        affinity_given=given.cpu_affinity is not None,
+    )
+
+
+def _first(given: T | None, in_lab: T | None, default: T) -> T:
+    """The command line's value, else lab.toml's, else the default."""
+    return given if given is not None else in_lab if in_lab is not None else default
+
+
 # ---------------------------------------------------------------------------- selection
 
 
@@ -468,11 +581,9 @@ def inventory(
     return found, notes
 
 
-def resolve_targets(
-    device: str | None, lab: Lab | None, engine: str = "auto"
-) -> tuple[list[Target], list[str]]:
+def resolve_targets(settings: LabSettings) -> tuple[list[Target], list[str]]:
     """--device (host, all, or SERIAL,SERIAL; `host` may be one of the list) and --lab -> the
-    bench's targets, and notes about what was left out.
+    bench's targets, each with its CPU mask, and notes about what was left out.
 
     Without --device, a lab's [[devices]] are used, else every attached device. A serial or
     selector that finds no device becomes a target that fails, so the report names it.
@@ -480,13 +591,14 @@ def resolve_targets(
     from edgepack.bench import device_target, host_target, missing_target
     from edgepack.devices.adb import AdbDevice
 
+    lab, engine = settings.lab, settings.engine
     servers = lab.server_list() if lab else Lab(Path("-")).server_list()
-    spec = device.strip() if device else None
+    spec = settings.device.strip() if settings.device else None
     if spec is None and lab is not None and lab.devices:
         found, notes = inventory(servers)
         chosen, missing = select_devices(lab, found)
         targets = [device_target(AdbDevice(c.info.serial, c.server.address),
-                                 cpu_affinity=c.selector.cpu_affinity if c.selector else None)
+                                 cpu_affinity=settings.device_affinity(c.info, c.selector))
                    for c in chosen]
         return targets + [missing_target(m.name, m.reason) for m in missing], notes
     names = [n.strip() for n in (spec or "all").split(",") if n.strip()]
@@ -502,7 +614,8 @@ def resolve_targets(
             raise EdgepackError(f"no device is attached to the adb server(s) at {where}; pass "
                                 "--device host to bench this machine", ExitCode.DEVICE)
         targets = [device_target(AdbDevice(info.serial, server.address),
-                                 cpu_affinity=_lab_affinity(lab, info)) for server, info in ready]
+                                 cpu_affinity=settings.device_affinity(info))
+                   for server, info in ready]
         return targets, notes
     targets: list[Target] = []
     for name in dict.fromkeys(names):
@@ -517,11 +630,5 @@ def resolve_targets(
                                                 f"{where})"))
         else:
             targets.append(device_target(AdbDevice(name, match[0].address),
-                                         cpu_affinity=_lab_affinity(lab, match[1])))
+                                         cpu_affinity=settings.device_affinity(match[1])))
     return targets, notes
-
-
-def _lab_affinity(lab: Lab | None, info: DeviceInfo) -> str | None:
-    if lab is None:
-        return None
-    return next((s.cpu_affinity for s in lab.devices if s.cpu_affinity and s.matches(info)), None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated
 
@@ -58,7 +57,7 @@ def export(
     from edgepack.errors import ExitCode
     from edgepack.export import ExportOptions
     from edgepack.export import export as run_export
-    from edgepack.inputs import parse_dynamic, parse_export_input
+    from edgepack.option_values import parse_dynamic, parse_export_input
 
     options = ExportOptions(
         model_ref=model,
@@ -154,48 +153,21 @@ def pack(
     """Pack an ONNX model, its inputs and the host's expected outputs into a bundle."""
     from edgepack.bundle import PackOptions, Tolerance
     from edgepack.bundle import pack as run_pack
-    from edgepack.errors import EdgepackError
-    from edgepack.inputs import (
-        ImageOptions,
-        InputRequest,
+    from edgepack.inputs import ImageOptions, InputRequest
+    from edgepack.limits import check_tensor_size
+    from edgepack.option_values import (
+        parse_dim,
         parse_floats,
         parse_named_file,
-        parse_size,
+        parse_resize,
+        parse_tolerance,
     )
-    from edgepack.limits import check_tensor_size, max_dim
 
-    tolerances = {}
-    for text in tolerance:
-        out_name, sep, values = text.rpartition("=")
-        parts = values.split(",")
-        try:
-            if not sep or len(parts) != 2:
-                raise ValueError
-            rtol_atol = float(parts[0]), float(parts[1])
-        except ValueError:
-            raise EdgepackError(
-                f"--tolerance {text!r}: expected NAME=RTOL,ATOL, e.g. logits=1e-3,1e-5"
-            ) from None
-        if not all(math.isfinite(v) and v >= 0 for v in rtol_atol):
-            raise EdgepackError(f"--tolerance {text!r}: RTOL and ATOL must be finite numbers "
-                                ">= 0")
-        tolerances[out_name] = Tolerance(rtol=rtol_atol[0], atol=rtol_atol[1])
-    dim_sizes = {}
-    for text in dims:
-        label, sep, value = text.partition("=")
-        if not sep or not value.isdigit() or int(value) == 0:
-            raise EdgepackError(f"--dim {text!r}: expected LABEL=SIZE, e.g. batch=4")
-        # Any input with this dimension holds at least SIZE one-byte elements; the product with
-        # the other dims is checked per input when the random value is made.
-        if int(value) > max_dim():
-            raise EdgepackError(f"--dim {text!r}: SIZE may be at most {max_dim():,}, or an "
-                                "input with this dimension could not be stored in a bundle")
-        dim_sizes[label] = int(value)
+    tolerances = {t.name: Tolerance(rtol=t.rtol, atol=t.atol)
+                  for t in map(parse_tolerance, tolerance)}
+    dim_sizes = dict(map(parse_dim, dims))
     means, stds = parse_floats("--mean", mean), parse_floats("--std", std)
-    for option, text, values in (("--mean", mean, means), ("--std", std, stds)):
-        if not all(math.isfinite(v) for v in values):
-            raise EdgepackError(f"{option} {text!r}: every value must be a finite number")
-    size_wh = parse_size(resize) if resize else None
+    size_wh = parse_resize(resize) if resize else None
     if size_wh is not None:
         channels = 1 if color in ("gray", "y") else 3
         check_tensor_size(f"--resize {resize}", (1, channels, size_wh[1], size_wh[0]), 1)

@@ -8,14 +8,16 @@ false with every bound and would slip through min/max.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from edgepack.limits import MAX_ITERATIONS, MAX_SECONDS, MAX_THREADS, number_text
+from edgepack.limits import MAX_ITERATIONS, MAX_SECONDS, MAX_THREADS, MIN_TIMEOUT, number_text
 
 
 def number(
@@ -69,3 +71,90 @@ OptimizationOpt = Annotated[str, typer.Option(
     "--optimization", help="disable, basic, extended or all.")]
 ReportOpt = Annotated[Path | None, typer.Option(
     "--report", help="Also write the result as JSON to this file.")]
+
+# ---------------------------------------------------------------------------- bench and regress
+# Declared once: `lab_options` gives both commands these, as one edgepack.lab.GivenOptions.
+
+DeviceOpt = Annotated[str | None, typer.Option(
+    "--device", help="host, all (every attached device), or SERIAL,SERIAL (host may be one).")]
+LabOpt = Annotated[Path | None, typer.Option(
+    "--lab", help="A lab.toml: devices, adb servers and defaults.")]
+RepeatOpt = Annotated[int | None, typer.Option(
+    "--repeat", min=1, help="Runs per device and configuration (default 3).")]
+SweepIterationsOpt = Annotated[int | None, typer.Option(
+    "--iterations", min=1, max=MAX_ITERATIONS, help="Timed iterations per run (default 50).")]
+SweepWarmupOpt = Annotated[int | None, typer.Option(
+    "--warmup", min=0, max=MAX_ITERATIONS, help="Untimed runs first (default 1).")]
+CooldownOpt = Annotated[float | None, typer.Option(
+    "--cooldown", callback=number(0, MAX_SECONDS),
+    help="Seconds between runs on one device (default 0).")]
+SweepThreadsOpt = Annotated[str | None, typer.Option(
+    "--threads", help="Intra-op threads; a comma list sweeps, e.g. 1,2,4 (default 1).")]
+SweepEpOpt = Annotated[str | None, typer.Option(
+    "--ep", help="Execution providers; a comma list sweeps, e.g. cpu,xnnpack (default cpu).")]
+AffinityOpt = Annotated[str | None, typer.Option(
+    "--cpu-affinity", help="Pin the runner to CPUs: taskset's hex mask, e.g. f0 (big cores); "
+    "over lab.toml's per-device masks.")]
+TimeoutOpt = Annotated[float | None, typer.Option(
+    "--timeout", callback=number(MIN_TIMEOUT, MAX_SECONDS),
+    help="Seconds one runner invocation may take (default 600).")]
+EngineOpt = Annotated[str, typer.Option(
+    "--engine", help="On the host: auto, native or python.")]
+DbOpt = Annotated[Path | None, typer.Option(
+    "--db", help="History database (default $EDGEPACK_DB or ~/.local/share/edgepack/history.db).")]
+LabelOpt = Annotated[str | None, typer.Option(
+    "--label", help="Store the runs under this label (a branch, a commit) for --baseline.")]
+ReportDirOpt = Annotated[Path | None, typer.Option(
+    "--report-dir", help="Write report.json, junit.xml, report.md and report.html here.")]
+
+# (parameter = GivenOptions field, declaration, default), in the order --help lists them.
+LAB_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
+    ("device", DeviceOpt, None),
+    ("lab", LabOpt, None),
+    ("repeat", RepeatOpt, None),
+    ("iterations", SweepIterationsOpt, None),
+    ("warmup", SweepWarmupOpt, None),
+    ("cooldown", CooldownOpt, None),
+    ("threads", SweepThreadsOpt, None),
+    ("ep", SweepEpOpt, None),
+    ("cpu_affinity", AffinityOpt, None),
+    ("timeout", TimeoutOpt, None),
+    ("engine", EngineOpt, "auto"),
+    ("db", DbOpt, None),
+    ("label", LabelOpt, None),
+    ("report_dir", ReportDirOpt, None),
+)
+
+
+def lab_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give `command` the options bench and regress share, declared once in LAB_OPTIONS.
+
+    The command takes them as one parameter, `given` (an edgepack.lab.GivenOptions: None where
+    an option was not given); typer sees them as the command's own options, in its place.
+    """
+    names = [name for name, _, _ in LAB_OPTIONS]
+    parameters = []
+    for p in inspect.signature(command).parameters.values():
+        if p.name == "given":
+            parameters += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
+                                             annotation=declared, default=default)
+                           for name, declared, default in LAB_OPTIONS]
+        else:
+            # typer reads Annotated[...] objects; the cli modules' annotations are strings
+            # (PEP 563), and `given`'s type is imported only when the command runs, so each is
+            # evaluated alone here.
+            annotation = (eval(p.annotation, command.__globals__)
+                          if isinstance(p.annotation, str) else p.annotation)
+            parameters.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY,
+                                        annotation=annotation))
+
+    @functools.wraps(command)
+    def with_lab_options(**options: Any) -> None:
+        from edgepack.lab import GivenOptions
+
+        given = GivenOptions(**{name: options.pop(name) for name in names})
+        command(given=given, **options)
+
+    with_lab_options.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    with_lab_options.__annotations__ = {p.name: p.annotation for p in parameters}
+    return with_lab_options

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 from typing import Annotated
 
@@ -11,18 +10,6 @@ import typer
 
 from edgepack.cli.app import app
 from edgepack.errors import EdgepackError, ExitCode
-
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMG]?)i?B?", re.IGNORECASE)
-_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
-
-
-def parse_size(text: str, what: str) -> int:
-    """Bytes from `123`, `64K`, `10M`, `1.5G` (binary multiples)."""
-    match = _SIZE.fullmatch(text.strip())
-    if not match:
-        raise EdgepackError(f"{what} {text!r}: expected a number of bytes, e.g. 65536, 64K, 10M",
-                            ExitCode.BAD_INPUT)
-    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
 
 
 def _check(option: str, value: float, low: float, high: float, expected: str) -> None:
@@ -33,16 +20,6 @@ def _check(option: str, value: float, low: float, high: float, expected: str) ->
 
 
 _WEEK = 7 * 24 * 3600  # longer waits overflow the timers, and no rehearsal needs them
-
-
-def _pairs(items: list[str], what: str) -> dict[str, str]:
-    pairs = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise EdgepackError(f"{what} {item!r}: expected KEY=VALUE", ExitCode.BAD_INPUT)
-        pairs[key] = value
-    return pairs
 
 
 @app.command("virtual-device")
@@ -166,6 +143,7 @@ def virtual_device(
     from edgepack.devices.virtual.server import DeviceStartError
     from edgepack.devices.virtual.sysinfo import Battery, Thermal
     from edgepack.devices.virtual.sysinfo import battery_status as parse_battery_status
+    from edgepack.option_values import parse_bytes, parse_pairs, parse_temperatures
 
     _check("--port", port, 0, 65535, "0 to 65535 (0 picks a free port)")
     _check("--sdk", sdk, 1, 1000, "an API level, 1 or more")
@@ -178,21 +156,12 @@ def virtual_device(
     for option, seconds in (("--vanish-after", vanish_after), ("--revive-after", revive_after)):
         if seconds is not None:
             _check(option, seconds, 0, _WEEK, f"0 to {_WEEK} seconds")
-    temperatures: dict[str, float] = {}
-    for name, text in _pairs(temperature, "--temperature").items():
-        try:
-            celsius = float(text)
-        except ValueError:
-            celsius = math.nan
-        if not (math.isfinite(celsius) and -273.15 <= celsius <= 1000):
-            raise EdgepackError(f"--temperature {name}={text}: expected NAME=CELSIUS with "
-                                "-273.15 to 1000 degrees, e.g. cpu0=45.5", ExitCode.BAD_INPUT)
-        temperatures[name] = celsius
+    temperatures = parse_temperatures(temperature)
     try:
         status = parse_battery_status(battery_status)
     except ValueError as exc:
         raise EdgepackError(str(exc), ExitCode.BAD_INPUT) from None
-    bandwidth_bytes = parse_size(bandwidth, "--bandwidth") if bandwidth else None
+    bandwidth_bytes = parse_bytes("--bandwidth", bandwidth) if bandwidth else None
     if bandwidth_bytes == 0:
         raise EdgepackError("--bandwidth 0: expected more than 0 bytes/s (leave it out for no "
                             "cap)", ExitCode.BAD_INPUT)
@@ -205,19 +174,19 @@ def virtual_device(
     faults = Faults(
         bandwidth=bandwidth_bytes,
         latency=latency_ms / 1000.0,
-        drop_after_bytes=parse_size(drop_after, "--drop-after") if drop_after else None,
+        drop_after_bytes=parse_bytes("--drop-after", drop_after) if drop_after else None,
         drop_always=drop_always,
         vanish_on_command=vanish_on,
         vanish_delay=vanish_delay,
         revive_after=revive_after,
-        quota_bytes=parse_size(quota, "--quota") if quota else None,
+        quota_bytes=parse_bytes("--quota", quota) if quota else None,
         runner=runner_fault,
         runner_once=runner_fault_once,
     )
     config = DeviceConfig(
         root=root, port=port, host=host, serial=serial, abi=abi or host_abi(), model=model,
         manufacturer=manufacturer, sdk=sdk, release=release, soc_model=soc_model,
-        soc_manufacturer=soc_manufacturer, props=_pairs(prop, "--prop"),
+        soc_manufacturer=soc_manufacturer, props=parse_pairs("--prop", prop),
         battery=Battery(level=battery_level, temperature=battery_temperature, status=status),
         thermal=Thermal(status=thermal_status, **({"temperatures": temperatures}
                                                   if temperatures else {})),

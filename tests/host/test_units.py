@@ -11,8 +11,9 @@ from PIL import Image
 from edgepack.bundle import Tolerance
 from edgepack.compare import compare_output
 from edgepack.errors import EdgepackError
-from edgepack.inputs import ImageOptions, load_value, parse_export_input, random_value
+from edgepack.inputs import ImageOptions, load_value, random_value
 from edgepack.onnx_model import TensorSpec
+from edgepack.option_values import parse_export_input
 from edgepack.stats import latency_stats
 
 # ---------------------------------------------------------------------------- images

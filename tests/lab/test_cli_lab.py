@@ -89,9 +89,50 @@ def test_the_lab_never_imports_torch():
     import sys
 
     code = ("import sys, edgepack.bench, edgepack.history, edgepack.regress, edgepack.lab, "
+            "edgepack.labrun, edgepack.option_values, "
             "edgepack.report.html_report, edgepack.report.junit, edgepack.report.json_report, "
             "edgepack.report.images, edgepack.cli.lab; "
             "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_bench_and_regress_share_one_declaration_of_their_options():
+    import typer.main
+
+    from edgepack.cli.app import app
+    from edgepack.cli.options import LAB_OPTIONS
+
+    commands = typer.main.get_command(app).commands
+
+    names = [name for name, _, _ in LAB_OPTIONS]
+
+    def shared(command):
+        return {p.name: (p.opts, p.help, p.default, p.min, p.max, p.metavar)
+                for p in commands[command].params if p.name in names}
+
+    assert list(shared("bench")) == names
+    assert shared("bench") == shared("regress")
+
+
+def test_regress_layers_the_lab_file_as_bench_does(lab_bundle, tmp_path):
+    lab, db = tmp_path / "lab.toml", tmp_path / "h.db"
+    lab.write_text("[defaults]\nrepeat = 1\niterations = 6\nthreads = 2\n"
+                   "threshold_percent = 400\nalpha = 0.05\n")
+    common = [lab_bundle, "--lab", lab, "--device", "host", "--engine", "python", "--db", db]
+    base = run_cli("bench", *common, "--label", "base", "--json")
+    assert base.code == 0, base.stderr
+    assert [(g["config_key"], g["latency_ms"]["count"]) for g in base.json()["results"]] == [
+        ("cpu/t2", 6)]
+    r = run_cli("regress", *common, "--baseline", "label:base", "--iterations", "7", "--json")
+    assert r.code == 0, r.stderr
+    doc = r.json()
+    assert (doc["threshold"], doc["alpha"], doc["compared"]) == (4.0, 0.05, 1)
+    (c,) = doc["comparisons"]
+    assert c["config_key"] == "cpu/t2"  # the file's threads, and the command line's iterations:
+    assert (c["latency"]["n_candidate"], c["latency"]["n_baseline"]) == (7, 6)
+    over = run_cli("regress", *common, "--baseline", "label:base", "--from-history",
+                   "--threshold", "300", "--alpha", "0.2", "--json")
+    assert over.code == 0, over.stderr
+    assert (over.json()["threshold"], over.json()["alpha"]) == (3.0, 0.2)

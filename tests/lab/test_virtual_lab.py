@@ -61,7 +61,7 @@ def test_three_devices_one_failing(three_devices, lab_bundle, tmp_path):
 
 
 def test_a_lab_file_selects_virtual_devices_by_model(virtual_devices, adb_env, tmp_path):
-    from edgepack.lab import load_lab, resolve_targets
+    from edgepack.lab import GivenOptions, layer_settings, resolve_targets
 
     devices = [virtual_devices.start(model=m, sdk=sdk)
                for m, sdk in (("Pixel 7", 34), ("Pixel 7 Pro", 33), ("Galaxy S23", 34))]
@@ -80,7 +80,7 @@ cpu_affinity = "f0"
 [[devices]]
 serial = "R58M41"
 """)
-    targets, notes = resolve_targets(None, load_lab(lab))
+    targets, notes = resolve_targets(layer_settings(GivenOptions(lab=lab)))
     assert notes == []
     assert [t.serial for t in targets] == [devices[0].serial, "R58M41"]
     assert targets[0].cpu_affinity == "f0"
