@@ -27,7 +27,7 @@ from typing import Any
 
 from edgepack.errors import EdgepackError, ExitCode
 from edgepack.fileio import cache_root
-from edgepack.runner.targets import RUNNER_BINARY, TARGETS, Arch
+from edgepack.runner.targets import RUNNER_BINARY, TARGETS, Arch, elf_arch
 
 BUILD_SCHEMA = "edgepack-runner-build/1"
 BUILD_FILE = "runner.json"
@@ -168,22 +168,6 @@ class RunnerBuild:
             requires_glibc=doc.get("requires_glibc"),
             compiler=doc.get("compiler"),
         )
-
-
-def elf_arch(path: Path) -> Arch | None:
-    """e_machine and EI_CLASS of an ELF file, or None for anything else (a missing file too)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(20)
-    except OSError:
-        return None
-    if len(head) < 20 or head[:4] != b"\x7fELF":
-        return None
-    bits = {1: 32, 2: 64}.get(head[4])  # EI_CLASS
-    order = {1: "little", 2: "big"}.get(head[5])  # EI_DATA: e_machine is in the file's order
-    if bits is None or order is None:
-        return None
-    return Arch(int.from_bytes(head[18:20], order), bits)  # type: ignore[arg-type]
 
 
 def describe_files(directory: Path, names: list[str]) -> list[RunnerFile]:

@@ -35,6 +35,7 @@ from typing import BinaryIO
 
 from edgepack.errors import EdgepackError, ExitCode
 from edgepack.fileio import sha256_file
+from edgepack.runner.targets import elf_arch
 
 Log = Callable[[str], None]
 
@@ -407,16 +408,11 @@ class OrtLibrary:
 
 
 def elf_machine(path: Path) -> str | None:
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(20)
-    except OSError:
+    """The ELF machine of a file by its `uname -m` name (x86_64, aarch64), or None."""
+    arch = elf_arch(path)
+    if arch is None:
         return None
-    if len(head) < 20 or head[:4] != b"\x7fELF":
-        return None
-    little = head[5] == 1
-    machine = int.from_bytes(head[18:20], "little" if little else "big")
-    return ELF_MACHINES.get(machine, f"elf-machine-{machine}")
+    return ELF_MACHINES.get(arch.machine, f"elf-machine-{arch.machine}")
 
 
 def host_library() -> OrtLibrary:

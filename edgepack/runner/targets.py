@@ -96,6 +96,22 @@ class Arch:
         return name or f"{self.bits}-bit ELF machine {self.machine}"
 
 
+def elf_arch(path: Path) -> Arch | None:
+    """e_machine and EI_CLASS of an ELF file, or None for anything else (a missing file too)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(20)
+    except OSError:
+        return None
+    if len(head) < 20 or head[:4] != b"\x7fELF":
+        return None
+    bits = {1: 32, 2: 64}.get(head[4])  # EI_CLASS
+    order = {1: "little", 2: "big"}.get(head[5])  # EI_DATA: e_machine is in the file's order
+    if bits is None or order is None:
+        return None
+    return Arch(int.from_bytes(head[18:20], order), bits)  # type: ignore[arg-type]
+
+
 EM_386, EM_ARM, EM_X86_64, EM_AARCH64, EM_RISCV = 3, 40, 62, 183, 243
 _ARCH_NAMES = {
     Arch(EM_X86_64, 64): "x86_64",
