@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepack.bundle import Tolerance
+from edgepack.bundle.schema import Tolerance
 from edgepack.errors import EdgepackError, ExitCode
 from edgepack.tensors import STRING, array_dtype, string_bytes
 

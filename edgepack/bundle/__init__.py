@@ -5,7 +5,8 @@ definition of a bundle), `verify` (a bundle on disk: loading and checking it), `
 one from an ONNX model: `pack`). The names below are the package's API.
 """
 
-from edgepack.bundle.packer import PackOptions, lift_constants, pack, strip_debug_info
+from typing import Any
+
 from edgepack.bundle.schema import (
     EXPORT_METADATA_KEY,
     EXTERNAL_THRESHOLD,
@@ -29,6 +30,18 @@ from edgepack.bundle.schema import (
     default_tolerance,
 )
 from edgepack.bundle.verify import Bundle, load_bundle
+
+_PACKER = ("PackOptions", "lift_constants", "pack", "strip_debug_info")
+
+
+def __getattr__(name: str) -> Any:
+    # The packer (onnxruntime, the graph rewrites) loads when asked for: what only reads
+    # bundles (compare, the history, reports) stands on the schema alone.
+    if name in _PACKER:
+        from edgepack.bundle import packer
+
+        return getattr(packer, name)
+    raise AttributeError(f"module 'edgepack.bundle' has no attribute {name!r}")
 
 __all__ = [
     "EXPORT_METADATA_KEY", "EXTERNAL_THRESHOLD", "INIT", "MANIFEST", "NODE_MAP", "PREDICT",
