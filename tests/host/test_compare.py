@@ -170,11 +170,8 @@ def test_top5_of_all_equal_scores_agrees():
 
 
 def test_topk_still_sees_a_real_disagreement():
+    # (a top-1 change inside an unchanged top-5 is test_units.test_top_k_agreement)
     e = np.array([[0.1, 0.9, 0.3, 0.2, 0.5, 0.0, 0.4]], np.float32)
-    a = e.copy()
-    a[0, 4], a[0, 1] = 0.95, 0.5  # top-1 changes; the top-5 set stays the same
-    m = compare_output("y", e, a, F32).metrics
-    assert m.top1_agreement == 0.0 and m.top5_agreement == 1.0
     a2 = e.copy()
     a2[0, 5] = 0.8  # class 5 enters the top 5, class 3 (0.2) leaves it
     assert compare_output("y", e, a2, F32).metrics.top5_agreement == pytest.approx(0.8)

@@ -16,7 +16,7 @@ from edgepack.devices.base import DeviceInfo, ShellResult
 from edgepack.records import DeployResult, SetResult
 from edgepack.runner.result import RunConfig, RunnerResult, TensorInfo
 from edgepack.stats import latency_stats
-from tests.conftest import IMAGES, run_cli
+from tests.conftest import IMAGES, run_cli, unavailable
 from tests.devices.conftest import adb_env, adb_server, virtual_devices  # noqa: F401 - fixtures
 
 
@@ -185,3 +185,14 @@ class FakePhone:
 
         return Target(self.serial, run, describe=lambda: device_info(self.serial, self.model),
                       shell=self.shell)
+
+
+@pytest.fixture(scope="session")
+def host_runner():
+    """The host runner, built once: what the host target and a virtual device run."""
+    from edgepack.runner.build import build_runner
+
+    try:
+        return build_runner("host")
+    except Exception as exc:  # no compiler or onnxruntime headers on this machine
+        unavailable(f"the host runner cannot be built here: {exc}")

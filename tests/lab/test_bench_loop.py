@@ -229,12 +229,6 @@ def test_a_device_without_state_gives_none_and_no_warning():
 # ---------------------------------------------------------------------------- profiles
 
 
-@pytest.fixture(scope="module")
-def host_runner():
-    from edgepack.runner.build import build_runner
-
-    return build_runner("host")
-
 
 def _profiled_run(engine, bundle, tmp_path, request, config):
     if engine == "native":

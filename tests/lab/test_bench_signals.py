@@ -12,19 +12,8 @@ import time
 
 import pytest
 
-from tests.conftest import unavailable
-
 DEVICE_ROOT = "data/local/tmp/edgepack"
 
-
-@pytest.fixture(scope="module")
-def host_runner():
-    from edgepack.runner.build import build_runner
-
-    try:
-        return build_runner("host")  # what a virtual device runs
-    except Exception as exc:  # no compiler or onnxruntime headers on this machine
-        unavailable(f"the host runner cannot be built here: {exc}")
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)],

@@ -13,7 +13,6 @@ from edgepack.regress import DEFAULT_ALPHA, DEFAULT_THRESHOLD
 from tests.conftest import run_cli
 from tests.lab.conftest import device_info
 from tests.lab.test_lab_config import _server
-from tests.lab.test_virtual_lab import host_runner  # noqa: F401 - a fixture
 
 BUILT = BenchParams()
 

@@ -9,17 +9,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from edgepack.errors import EdgepackError
-from tests.conftest import run_cli, unavailable
-
-
-@pytest.fixture(scope="module")
-def host_runner():
-    from edgepack.runner.build import build_runner
-
-    try:
-        return build_runner("host")  # what a virtual device runs
-    except Exception as exc:  # no compiler or onnxruntime headers on this machine
-        unavailable(f"the host runner cannot be built here: {exc}")
+from tests.conftest import run_cli
 
 
 @pytest.fixture
