@@ -1,9 +1,10 @@
 """Seed corpus and dictionary for bench/fuzz_tensorproto.sh.
 
-Seeds cover every dtype the runner carries, in raw_data and in the typed fields, packed and
-unpacked (onnx's own serializer only writes packed), string tensors (empty strings, NUL bytes,
-non-ASCII, bytes that are not UTF-8, the fields in an unusual order), plus the TensorProto files
-shipped in the onnx package's backend test data.
+Seeds cover every dtype the runner carries (bfloat16, float8, int4/uint4 and float4 included),
+in raw_data and in the typed fields, packed and unpacked (onnx's own serializer only writes
+packed), string tensors (empty strings, NUL bytes, non-ASCII, bytes that are not UTF-8, the
+fields in an unusual order), plus the TensorProto files shipped in the onnx package's backend
+test data.
 
     python bench/fuzz_seeds.py SEED_DIR DICT_FILE
 """
@@ -69,6 +70,22 @@ def seeds() -> list[bytes]:
             typed = helper.make_tensor(raw.name, elem, list(shape), arr.flatten().tolist())
             found.append(typed.SerializeToString())
             found.append(_unpacked(typed))
+    # The types numpy lacks (ml_dtypes'): raw_data (4-bit ones packed two a byte, odd counts
+    # included) and int32_data, one entry per element, or per byte of two 4-bit elements.
+    import ml_dtypes
+
+    for name in ("bfloat16", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2",
+                 "float8_e5m2fnuz", "int4", "uint4", "float4_e2m1fn"):
+        dt = np.dtype(getattr(ml_dtypes, name))
+        for shape in [(), (0,), (3,), (2, 3), (1, 2, 1, 2)]:
+            values = rng.standard_normal(shape) * (3 if name.endswith("int4") else 50)
+            arr = values.astype(dt)
+            raw = numpy_helper.from_array(arr, f"t_{name}")
+            found.append(raw.SerializeToString())
+            elem = helper.np_dtype_to_tensor_dtype(dt)
+            typed = helper.make_tensor(raw.name, elem, list(shape), arr.flatten().tolist())
+            found.append(typed.SerializeToString())
+            found.append(_unpacked(typed))
     words = [b"", b"a", b"\x00", b"a\x00b", "é東".encode(), b"\xff\xfe", b"x" * 200]
     for shape in [(), (0,), (3,), (2, 3), (1, 2, 1, 2)]:
         count = int(np.prod(shape))
@@ -91,6 +108,8 @@ DICT = [
     b"\x08", b"\x0a", b"\x10", b"\x1a", b"\x22", b"\x25", b"\x28", b"\x2a", b"\x32", b"\x38",
     b"\x3a", b"\x42", b"\x4a", b"\x51", b"\x52", b"\x58", b"\x5a", b"\x62", b"\x6a", b"\x70",
     b"\x82\x01", b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", b"\x80\x80\x80\x80\x10",
+    # data_type of bfloat16, the float8s, uint4, int4 and float4e2m1
+    *(bytes([0x10, t]) for t in range(16, 24)),
 ]
 
 

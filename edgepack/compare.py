@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgepack import dtypes
 from edgepack.bundle.schema import Tolerance
 from edgepack.errors import EdgepackError, ExitCode
 from edgepack.tensors import STRING, array_dtype, string_bytes
@@ -63,8 +64,8 @@ class Metrics:
     error for an element well within tolerance. cosine_similarity and snr_db are of the whole
     output: a non-finite mismatch makes the error unbounded (snr_db -inf, cosine None).
     snr_db is 10*log10(sum(expected^2) / sum(error^2)), +inf when identical. cosine is None
-    where it is undefined (one side all zeros). For a 2-D float output read as class scores
-    (rows of N >= 2 classes): top1_agreement is the share of rows whose top class agrees, where
+    where it is undefined (one side all zeros). For an output read as class scores
+    (class_count: [N, C] or [N, C, 1, 1] floats, not a box): top1_agreement is the share of rows whose top class agrees, where
     classes tied within tolerance count as one; top5_agreement is the mean overlap of the rows'
     top-5 sets, ties at the fifth place within tolerance included. Strings have only `mismatched`
     and `total`.
@@ -122,22 +123,54 @@ def compare_output(
     if e_type != a_type:
         return verdict(False, f"dtype differs: expected {e_type}, got {a_type}")
 
-    if e_type == STRING:
+    kind = dtypes.kind_of(e_type)
+    if kind == "string":
         metrics, reason = _compare_strings(expected, actual)
-    elif expected.dtype.kind in "iub":
+    elif kind in ("int", "bool") or (kind == "other" and expected.dtype.kind in "iub"):
         metrics, reason = _compare_integers(expected, actual, tol)
     else:
-        metrics, reason = _compare_floats(expected, actual, tol)
+        metrics, reason = _compare_floats(expected, actual, tol, class_count(name, expected))
     if metrics.mismatched == 0:
         return verdict(True, "within tolerance" if e_type != STRING else "identical", metrics)
     return verdict(False, reason, metrics)
 
 
+# ---------------------------------------------------------------------------- class scores
+
+# Names that say an output is geometry, whatever its width.
+_GEOMETRY = re.compile(r"box|coord|landmark|keypoint|offset|delta|regress|loc(?!al)", re.I)
+# Names that say an output is scores, the one thing that makes a width of 4 class scores.
+_SCORES = re.compile(r"logit|score|prob|class|cls|softmax|label|pred", re.I)
+
+
+def class_count(name: str, array: np.ndarray) -> int | None:
+    """C when an output reads as class scores (top-1/top-5 agreement, --labels), else None.
+
+    The shape must be [N, C] or [N, C, 1, 1] (a classifier's head, or a 1x1 convolution's) of
+    a float type, with C >= 2. The shape alone cannot tell four class scores from one box
+    (x1, y1, x2, y2 or x, y, w, h), and an argmax over coordinates means nothing, so: a name
+    that says geometry (box, coord, landmark, keypoint, offset, delta, regress, loc) is never
+    class scores, and a width of 4 is class scores only when the name says scores (logit,
+    score, prob, class, cls, softmax, label, pred). Widths 2, 3 and 5 and up are scores unless
+    the name says geometry.
+    """
+    if array.dtype.kind != "f" and dtypes.kind_of(array_dtype(array)) != "float":
+        return None  # integers are already labels (an argmax), not scores
+    shape = array.shape
+    if len(shape) == 4 and shape[2:] == (1, 1):
+        shape = shape[:2]
+    if len(shape) != 2 or shape[1] < 2 or shape[0] < 1 or _GEOMETRY.search(name):
+        return None
+    if shape[1] == 4 and not _SCORES.search(name):
+        return None
+    return int(shape[1])
+
+
 # ---------------------------------------------------------------------------- by kind
 
 
-def _compare_floats(expected: np.ndarray, actual: np.ndarray, tol: Tolerance
-                    ) -> tuple[Metrics, str]:
+def _compare_floats(expected: np.ndarray, actual: np.ndarray, tol: Tolerance,
+                    classes: int | None = None) -> tuple[Metrics, str]:
     e = expected.astype(np.float64).ravel()
     a = actual.astype(np.float64).ravel()
     e_fin, a_fin = np.isfinite(e), np.isfinite(a)
@@ -158,8 +191,10 @@ def _compare_floats(expected: np.ndarray, actual: np.ndarray, tol: Tolerance
     metrics = _float_metrics(e[finite], a[finite], diff[finite], tol,
                              unbounded=bool(np.any(odd_bad)))
     top1 = top5 = None
-    if expected.ndim == 2 and expected.dtype.kind == "f" and expected.shape[1] >= 2:
-        top1, top5 = _topk_agreement(expected, actual, tol)
+    if classes is not None:
+        rows = expected.shape[0]
+        top1, top5 = _topk_agreement(expected.reshape(rows, classes),
+                                     actual.reshape(rows, classes), tol)
     metrics = Metrics(**metrics, mismatched=mismatched, total=int(e.size),
                       top1_agreement=top1, top5_agreement=top5,
                       compared=int(np.count_nonzero(finite)), nonfinite=nonfinite)
@@ -171,16 +206,17 @@ def _compare_floats(expected: np.ndarray, actual: np.ndarray, tol: Tolerance
                      f"{first.index}: expected {first.expected}, got {first.actual})")
     if np.any(beyond):
         flat = int(np.argmax(np.where(beyond, diff, -1.0)))
-        parts.append(f"worst at {_index(flat, expected.shape)}: expected {e[flat]:.6g}, "
-                     f"got {a[flat]:.6g}")
+        parts.append(f"worst at {_index(flat, expected.shape)}: expected "
+                     f"{dtypes.show(e[flat], 'float64')}, got {dtypes.show(a[flat], 'float64')}")
     return metrics, "; ".join(parts)
 
 
 def _compare_integers(expected: np.ndarray, actual: np.ndarray, tol: Tolerance
                       ) -> tuple[Metrics, str]:
     e, a = expected.ravel(), actual.ravel()
-    if e.dtype.kind == "b":
-        e, a = e.astype(np.uint8), a.astype(np.uint8)
+    if e.dtype.kind not in "iu":
+        # bool, and ml_dtypes' int4 and uint4, whose values all fit int16.
+        e, a = e.astype(np.int16), a.astype(np.int16)
     # |a - e| exactly: in uint64 arithmetic (mod 2^64) the difference of the larger minus the
     # smaller is exact for any two int64 or uint64 values, where float64 rounds above 2^53.
     larger = a >= e
@@ -202,8 +238,10 @@ def _compare_integers(expected: np.ndarray, actual: np.ndarray, tol: Tolerance
         reason = f"{mismatched} of {e.size} elements beyond rtol={tol.rtol:g} atol={tol.atol:g}"
     if mismatched:
         flat = int(np.flatnonzero(beyond)[np.argmax(diff[beyond])])
+        shown = array_dtype(expected)
         reason += (f"; worst at {_index(flat, expected.shape)}: expected "
-                   f"{expected.ravel()[flat]}, got {actual.ravel()[flat]}")
+                   f"{dtypes.show(expected.ravel()[flat], shown)}, got "
+                   f"{dtypes.show(actual.ravel()[flat], shown)}")
     return metrics, reason
 
 
@@ -297,8 +335,7 @@ def _nonfinite(e: np.ndarray, a: np.ndarray, odd: np.ndarray, odd_bad: np.ndarra
 
 
 def _text(x: float) -> str:
-    return "nan" if math.isnan(x) else "inf" if x == math.inf else "-inf" if x == -math.inf \
-        else f"{x:.6g}"
+    return dtypes.show(x, "float64")
 
 
 def _topk_agreement(expected: np.ndarray, actual: np.ndarray, tol: Tolerance
@@ -311,7 +348,7 @@ def _topk_agreement(expected: np.ndarray, actual: np.ndarray, tol: Tolerance
 
     def near(rows: np.ndarray, ref: np.ndarray) -> np.ndarray:
         # Classes whose score is within tolerance of `ref` (per row) or above it.
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore", over="ignore"):
             bound = tol.atol + tol.rtol * np.abs(ref)
             return (rows >= ref[:, None]) | (ref[:, None] - rows <= bound[:, None])
 

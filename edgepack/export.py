@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from edgepack import dtypes
 from edgepack.bundle import EXPORT_METADATA_KEY, Tolerance
 from edgepack.compare import OutputVerdict, compare_output
 from edgepack.errors import EdgepackError, ExitCode, short
@@ -117,7 +118,9 @@ def export(options: ExportOptions, progress: Callable[[str], None] | None = None
         # Allocated at this shape, and by validation at one more along each dynamic axis.
         largest = [n + 1 if (spec.name, axis) in dynamic else n
                    for axis, n in enumerate(spec.shape)]
-        check_tensor_size(f"--input {spec.name}", largest, np.dtype(spec.dtype).itemsize)
+        row = dtypes.lookup(spec.dtype)
+        check_tensor_size(f"--input {spec.name}", largest,
+                          max(1, row.bits // 8) if row is not None else 8)
 
     with _model_module_named(options.model_ref):
         return _export(options, progress, out)
@@ -179,17 +182,17 @@ def _export(options: ExportOptions, progress: Callable[[str], None] | None, out:
             outputs=onnx_outputs,
             validation=validation,
             export_s=export_s,
-            size_bytes=tmp.stat().st_size,
+            size_bytes=sum(f.stat().st_size for f in (tmp, _data_file(tmp)) if f.exists()),
             notes=notes,
             weights=weights,
             warnings=warnings,
         )
         if result.passed:
-            os.replace(tmp, out)
+            _place_model(tmp, out)
         else:
             # Keep the rejected model for inspection under a name nothing mistakes for a model.
             rejected = out.with_name(out.name + ".rejected")
-            os.replace(tmp, rejected)
+            _place_model(tmp, rejected)
             result = _with_path(result, rejected)
         return result
     finally:
@@ -197,6 +200,30 @@ def _export(options: ExportOptions, progress: Callable[[str], None] | None, out:
             tmp.unlink()
         for side in tmp.parent.glob(tmp.name + "*.data"):
             side.unlink()
+
+
+def _data_file(model: Path) -> Path:
+    """Where the dynamo exporter puts the weights of a model over 2 GiB: beside it, named after
+    it (torch decides by size, whatever external_data says)."""
+    return model.with_name(model.name + ".data")
+
+
+def _place_model(tmp: Path, dest: Path) -> None:
+    """Rename the finished model into place. Its external data file, if it has one, goes first,
+    renamed after `dest` and the model's references with it; an old model at `dest` is removed
+    before that, so no crash pairs an old model with new weights."""
+    import onnx
+
+    from edgepack.bundle.weights import rename_data_file
+
+    data = _data_file(tmp)
+    if data.exists():
+        model = onnx.load(str(tmp), load_external_data=False)
+        if rename_data_file(model, data.name, _data_file(dest).name):
+            onnx.save_model(model, str(tmp))
+            dest.unlink(missing_ok=True)
+            os.replace(data, _data_file(dest))
+    os.replace(tmp, dest)
 
 
 def _with_path(result: ExportResult, path: Path) -> ExportResult:
@@ -523,7 +550,8 @@ def _finish_model(
 
     from edgepack.onnx_model import describe_inputs, describe_outputs
 
-    model = onnx.load(str(path))
+    # The graph alone: weights over 2 GiB stay in their data file, which save_model leaves be.
+    model = onnx.load(str(path), load_external_data=False)
     for prop in list(model.metadata_props):
         if prop.key == EXPORT_METADATA_KEY:
             model.metadata_props.remove(prop)
@@ -570,6 +598,8 @@ def _validate(module: Any, path: Path, options: ExportOptions) -> list[Validatio
     import onnxruntime as ort
     import torch
 
+    from edgepack.ort_session import prepare, run_session
+
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     try:
@@ -595,9 +625,9 @@ def _validate(module: Any, path: Path, options: ExportOptions) -> list[Validatio
         tensors = _seeded_inputs(options.inputs, options.seed + 1 + k, sizes)
         with torch.no_grad():
             expected = _flatten(module(*tensors))
-        feeds = {i.name: t.numpy() for i, t in zip(options.inputs, tensors, strict=True)}
+        feeds = {i.name: _to_numpy(t) for i, t in zip(options.inputs, tensors, strict=True)}
         try:
-            actual = session.run(None, feeds)
+            actual = run_session(session, prepare(session, feeds))
         except Exception as exc:
             raise EdgepackError(
                 f"onnxruntime failed to run the exported model on {label}: {short(exc)}",
@@ -617,11 +647,25 @@ def _validate(module: Any, path: Path, options: ExportOptions) -> list[Validatio
     return results
 
 
+def _to_numpy(tensor: Any) -> np.ndarray:
+    """A torch tensor as numpy; torch's bfloat16 and float8 (which .numpy() refuses) through
+    their bits, viewed as edgepack.dtypes' ml_dtypes type of the same name."""
+    import torch
+
+    tensor = tensor.detach().cpu()
+    name = str(tensor.dtype).removeprefix("torch.")
+    row = dtypes.lookup(name)
+    if row is not None and row.module == "ml_dtypes" and not row.packed:
+        bits = torch.int16 if row.bits == 16 else torch.uint8
+        return tensor.contiguous().view(bits).numpy().view(row.numpy())
+    return tensor.numpy()
+
+
 def _flatten(value: Any) -> list[np.ndarray]:
     import torch
 
     if isinstance(value, torch.Tensor):
-        return [value.detach().cpu().numpy()]
+        return [_to_numpy(value)]
     if isinstance(value, (list, tuple)):
         return [a for v in value for a in _flatten(v)]
     if isinstance(value, dict):

@@ -14,15 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
+from edgepack import dtypes
+from edgepack.bundle.schema import ImagePreprocess
 from edgepack.errors import EdgepackError
 from edgepack.fileio import sha256_file
 from edgepack.onnx_model import TensorSpec
-from edgepack.option_values import NUMPY_DTYPES
 from edgepack.tensors import STRING, array_dtype, as_strings
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 COLORS = ("rgb", "bgr", "gray", "y")
 LAYOUTS = ("nchw", "nhwc")
+RESIZE_FILTERS = ("nearest", "bilinear", "bicubic", "lanczos")
+KEEP_ASPECT = ("squash", "crop", "pad")
 
 
 @dataclass(frozen=True)
@@ -36,8 +39,17 @@ class ImageOptions:
     scale: float = 1.0 / 255.0
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
+    # bilinear: what torchvision's Resize does to a PIL image, and what the tutorials use.
+    resize_filter: str = "bilinear"
+    keep_aspect: str = "squash"  # squash to the size, crop its centre, or pad it (black)
 
     def __post_init__(self) -> None:
+        if self.resize_filter not in RESIZE_FILTERS:
+            raise EdgepackError(f"--resize-filter must be one of {', '.join(RESIZE_FILTERS)}, "
+                                f"not {self.resize_filter!r}")
+        if self.keep_aspect not in KEEP_ASPECT:
+            raise EdgepackError(f"--keep-aspect must be one of {', '.join(KEEP_ASPECT)}, "
+                                f"not {self.keep_aspect!r}")
         if self.color not in COLORS:
             raise EdgepackError(f"--color must be one of {', '.join(COLORS)}, not {self.color!r}")
         if self.layout not in LAYOUTS:
@@ -75,6 +87,10 @@ class InputValue:
     name: str
     array: np.ndarray
     source: InputSource
+    image: ImagePreprocess | None = None  # made from an image: every step, for the manifest
+    # --color y: the resized source's Cb and Cr (H x W x 2 uint8), which pack keeps on the host
+    # so an output Y can be shown in colour as the super-resolution tutorial does
+    chroma: np.ndarray | None = None
 
 
 # ---------------------------------------------------------------------------- reading sources
@@ -96,8 +112,10 @@ def load_value(path: Path, spec: TensorSpec, image: ImageOptions) -> InputValue:
         _, array = read_tensor(path)
         source = InputSource("pb", path.name, digest)
     elif suffix in IMAGE_SUFFIXES:
-        array, preprocess = _load_image(path, spec, image)
+        array, preprocess, record, chroma = _load_image(path, spec, image)
         source = InputSource("image", path.name, digest, preprocess=preprocess)
+        check_fits(spec, array, str(path))
+        return InputValue(spec.name, array, source, record, chroma)
     else:
         raise EdgepackError(
             f"{path}: unknown input file type {suffix or '(none)'}; use .npy, .pb or an image "
@@ -141,7 +159,7 @@ def check_fits(spec: TensorSpec, array: np.ndarray, origin: str) -> None:
 
 def _load_image(
     path: Path, spec: TensorSpec, opts: ImageOptions
-) -> tuple[np.ndarray, dict[str, object]]:
+) -> tuple[np.ndarray, dict[str, object], ImagePreprocess, np.ndarray | None]:
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -173,28 +191,45 @@ def _load_image(
         if picture.size != (want_w, want_h):
             # The model fixes its spatial size; the manifest records the resize we chose.
             resize = (want_w, want_h)
-    if opts.color == "y":
-        picture = picture.convert("YCbCr").getchannel(0)
-    elif opts.color == "gray":
-        picture = picture.convert("L")
-    else:
+    steps = [f"read {path.name}: {picture.size[0]}x{picture.size[1]}, PIL mode {picture.mode}"]
+    image_size = picture.size
+    # The tutorials resize the RGB picture and then take Y (super_resolution: Resize, then
+    # convert("YCbCr").split()); resizing Y alone gives other values at every edge. So every
+    # colour is resized as RGB and converted after, and Y's Cb and Cr match the resized picture.
+    if picture.mode != "RGB":
+        steps.append(f"convert PIL mode {picture.mode} to RGB")
         picture = picture.convert("RGB")
+    aspect_changed = False
     if resize is not None and picture.size != resize:
-        picture = picture.resize(resize, Image.Resampling.BILINEAR)
-    pixels = np.asarray(picture)
-    if pixels.ndim == 2:
-        pixels = pixels[:, :, None]
-    if opts.color == "bgr":
-        pixels = pixels[:, :, ::-1]
+        picture, step, aspect_changed = _resize(picture, resize, opts)
+        steps.append(step)
+    chroma = None
+    if opts.color == "y":
+        ycbcr = np.asarray(picture.convert("YCbCr"))
+        pixels = ycbcr[:, :, :1]
+        chroma = np.ascontiguousarray(ycbcr[:, :, 1:])
+        steps.append("convert RGB to YCbCr (PIL, ITU-R BT.601) and keep Y")
+    elif opts.color == "gray":
+        pixels = np.asarray(picture.convert("L"))[:, :, None]
+        steps.append("convert RGB to gray (PIL L: 0.299 R + 0.587 G + 0.114 B)")
+    else:
+        pixels = np.asarray(picture)
+        if opts.color == "bgr":
+            pixels = pixels[:, :, ::-1]
+            steps.append("reorder channels RGB to BGR")
     if spec.dtype == "uint8":
         array = pixels.astype(np.uint8)
+        steps.append("keep 0..255 as uint8 (scale, mean and std do not apply)")
     else:
         values = pixels.astype(np.float64) * opts.scale
         values = (values - np.asarray(opts.mean)) / np.asarray(opts.std)
         array = values.astype(spec.dtype)
+        steps.append(f"multiply by scale {opts.scale:.6g}")
+        steps.append(f"subtract mean {_floats(opts.mean)}, divide by std {_floats(opts.std)}")
     array = array[None]  # batch of one
     if opts.layout == "nchw":
         array = np.ascontiguousarray(array.transpose(0, 3, 1, 2))
+    steps.append(f"layout {opts.layout.upper()} {list(array.shape)}, {spec.dtype}")
     preprocess: dict[str, object] = {
         "color": opts.color,
         "layout": opts.layout,
@@ -203,7 +238,51 @@ def _load_image(
         "mean": list(opts.mean),
         "std": list(opts.std),
     }
-    return array, preprocess
+    record = ImagePreprocess(
+        image_size=list(image_size), size=list(picture.size),
+        resize_filter=opts.resize_filter if resize is not None and image_size != resize
+        else "none",
+        keep_aspect=opts.keep_aspect, aspect_changed=aspect_changed, color=opts.color,
+        scale=opts.scale if spec.dtype != "uint8" else 1.0, mean=list(opts.mean),
+        std=list(opts.std), layout=opts.layout, dtype=spec.dtype, steps=steps)
+    return array, preprocess, record, chroma
+
+
+def _floats(values: tuple[float, ...]) -> str:
+    return "[" + ", ".join(f"{v:.6g}" for v in values) + "]"
+
+
+def _resize(picture: object, size: tuple[int, int], opts: ImageOptions
+            ) -> tuple[object, str, bool]:
+    """The picture at `size` (W, H) as --keep-aspect says, the step in words, and whether the
+    width:height ratio changed (squash only)."""
+    from PIL import Image
+
+    assert isinstance(picture, Image.Image)
+    resample = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+                "bicubic": Image.Resampling.BICUBIC,
+                "lanczos": Image.Resampling.LANCZOS}[opts.resize_filter]
+    (w0, h0), (w, h) = picture.size, size
+    was = f"{w0}x{h0}"
+    if opts.keep_aspect == "squash":
+        # Ratios within 1% read as the same shape (rounding a side to whole pixels).
+        changed = abs((w0 / h0) / (w / h) - 1.0) > 0.01
+        step = (f"resize {was} to {w}x{h} with {opts.resize_filter}"
+                + (f" (aspect {w0 / h0:.3g} squashed to {w / h:.3g})" if changed else ""))
+        return picture.resize(size, resample), step, changed
+    factor = (max if opts.keep_aspect == "crop" else min)(w / w0, h / h0)
+    sw, sh = max(1, round(w0 * factor)), max(1, round(h0 * factor))
+    scaled = picture.resize((sw, sh), resample)
+    if opts.keep_aspect == "crop":
+        left, top = (sw - w) // 2, (sh - h) // 2
+        step = (f"resize {was} to {sw}x{sh} with {opts.resize_filter} (aspect kept), crop "
+                f"the centre {w}x{h}")
+        return scaled.crop((left, top, left + w, top + h)), step, False
+    canvas = Image.new("RGB", size)
+    canvas.paste(scaled, ((w - sw) // 2, (h - sh) // 2))
+    step = (f"resize {was} to {sw}x{sh} with {opts.resize_filter} (aspect kept), pad to "
+            f"{w}x{h} with black, centred")
+    return canvas, step, False
 
 
 def random_value(spec: TensorSpec, seed: int, dims: dict[str, int]) -> InputValue:
@@ -218,10 +297,10 @@ def random_value(spec: TensorSpec, seed: int, dims: dict[str, int]) -> InputValu
             shape.append(1)
     from edgepack.limits import check_tensor_size
 
+    row = dtypes.lookup(spec.dtype)
     # Before numpy allocates: a --dim typo must be bad input, not a MemoryError. A random word
     # is at most 8 bytes.
-    itemsize = 8 if spec.dtype == STRING or spec.dtype not in NUMPY_DTYPES \
-        else np.dtype(spec.dtype).itemsize
+    itemsize = 8 if row is None or row.kind == "string" else max(1, row.bits // 8)
     check_tensor_size(f"random input {spec.name!r} (--dim sets its symbolic sizes)", shape,
                       itemsize)
     # One stream per input name keeps a model's other inputs unchanged when one is added.
@@ -231,20 +310,22 @@ def random_value(spec: TensorSpec, seed: int, dims: dict[str, int]) -> InputValu
         array = _random_words(rng, shape)
         source = InputSource("random", seed=seed, preprocess={"distribution": _WORDS})
         return InputValue(spec.name, array, source)
-    dtype = np.dtype(spec.dtype) if spec.dtype in NUMPY_DTYPES else None
-    if dtype is None:
+    if row is None:
         raise EdgepackError(
             f"input {spec.name!r} is {spec.dtype}; edgepack cannot make random values of that type"
         )
-    if dtype.kind == "f":
+    dtype = row.numpy()
+    if row.kind == "float":
         array = rng.standard_normal(shape).astype(dtype)
         distribution = "normal(0, 1)"
-    elif dtype.kind == "b":
+    elif row.kind == "bool":
         array = rng.integers(0, 2, shape).astype(bool)
         distribution = "bernoulli(0.5)"
     else:
-        array = rng.integers(0, 10, shape).astype(dtype)
-        distribution = "uniform integers in [0, 10)"
+        # Packed integers are narrow: int4 ends at 7, int2 at 1.
+        high = 2 ** (row.bits - 1) if row.packed else 10
+        array = rng.integers(0, high, shape).astype(dtype)
+        distribution = f"uniform integers in [0, {high})"
     source = InputSource("random", seed=seed, preprocess={"distribution": distribution})
     return InputValue(spec.name, array, source)
 
@@ -276,12 +357,19 @@ class InputRequest:
     seed: int = 0
     dims: dict[str, int] = field(default_factory=dict)
     image: ImageOptions = field(default_factory=ImageOptions)
+    # --inputs-from-bundle and its --map OUT=IN pairs (edgepack.bundle_inputs)
+    from_bundle: Path | None = None
+    bundle_map: list[tuple[str, str]] = field(default_factory=list)
 
 
 def collect_input_sets(specs: list[TensorSpec], request: InputRequest) -> list[list[InputValue]]:
     """Turn the request into input sets, each a value for every model input, in model order."""
     by_name = {s.name: s for s in specs}
     sets: list[list[InputValue]] = []
+    if request.from_bundle is not None:
+        from edgepack.bundle_inputs import sets_from_bundle
+
+        sets.extend(sets_from_bundle(request.from_bundle, specs, request.bundle_map))
     for directory in request.dirs:
         sets.extend(_sets_from_dir(Path(directory), specs))
 
@@ -336,7 +424,7 @@ def _one_set(directory: Path, specs: list[TensorSpec]) -> list[InputValue]:
     from edgepack.tensors import read_tensor
 
     files = sorted(directory.glob("input_*.pb"), key=lambda p: _trailing_int(p.stem))
-    if not files:
+    if not files and specs:
         raise EdgepackError(f"--inputs-from {directory}: no input_<i>.pb files in it")
     by_name = {s.name: s for s in specs}
     found: dict[str, InputValue] = {}

@@ -19,8 +19,13 @@ if TYPE_CHECKING:
 
 
 def load_model(path: Path, *, load_weights: bool = True) -> onnx.ModelProto:
-    """Load and check an ONNX model; its external data (if any) is read from beside it."""
+    """Load and check an ONNX model; its external data (if any) is read from beside it.
+
+    With `load_weights=False` the external data files are checked (present, long enough, inside
+    the model's directory) but not read: the graph of a model of any size, in little memory."""
     import onnx
+
+    from edgepack.bundle.weights import check_external_data
 
     path = Path(path)
     if not path.exists():
@@ -34,6 +39,8 @@ def load_model(path: Path, *, load_weights: bool = True) -> onnx.ModelProto:
     if model.ir_version <= 0 or not model.graph.output:
         # Protobuf parses many non-ONNX byte strings into an almost empty message.
         raise EdgepackError(f"{path}: not an ONNX model, or truncated (it has no graph outputs)")
+    # Before the checker, whose complaints about data files are less precise.
+    check_external_data(model, path)
     try:
         # The path form checks external data and models over 2 GB too.
         onnx.checker.check_model(str(path))

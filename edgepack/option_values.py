@@ -24,11 +24,11 @@ from pathlib import Path
 from edgepack.errors import EdgepackError
 from edgepack.limits import MAX_THREADS, max_dim
 
-# The dtypes `export --input NAME:SHAPE:DTYPE` names (numpy's names), and that random inputs
-# are made of.
+# The dtypes `export --input NAME:SHAPE:DTYPE` names: edgepack.dtypes' names of the types both
+# torch and onnxruntime's CPU provider have (random inputs of every type: edgepack.dtypes).
 NUMPY_DTYPES = (
-    "float32", "float16", "float64", "int8", "uint8", "int16", "uint16", "int32", "uint32",
-    "int64", "uint64", "bool",
+    "float32", "float16", "bfloat16", "float64", "int8", "uint8", "int16", "uint16", "int32",
+    "uint32", "int64", "uint64", "bool",
 )
 
 # Decimal digits of any script, as int() reads them; str.isdigit() also took digits int()
@@ -226,6 +226,25 @@ _BYTES = re.compile(r"(\d+(?:\.\d+)?)\s*([KMG]?)i?B?", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
 # A signed 64-bit size: what off_t and the device shell's $((...)) arithmetic hold.
 MAX_BYTES = 2**63 - 1
+
+
+def parse_cooldown(text: str | float) -> float | None:
+    """`--cooldown` (bench, regress, ab; lab.toml's `cooldown`): seconds between runs, or
+    `auto` (None): until the device's thermal status and battery temperature are back to the
+    session's start, bounded (edgepack.bench.cool_down)."""
+    from edgepack.limits import MAX_SECONDS
+
+    text = str(text)
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or not 0 <= seconds <= MAX_SECONDS:
+        raise EdgepackError(f"--cooldown {text!r}: expected auto or a number of seconds from 0 "
+                            f"to {MAX_SECONDS:g}")
+    return seconds
 
 
 def parse_bytes(option: str, text: str) -> int:

@@ -23,25 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgepack import dtypes
 from edgepack.errors import EdgepackError
 from edgepack.fileio import atomic_write_bytes
-
-# The numeric ONNX element types (TensorProto.DataType) edgepack moves between host and device,
-# by their numpy names; the runner carries exactly these and STRING.
-DTYPES: dict[int, str] = {
-    1: "float32",
-    10: "float16",
-    11: "float64",
-    3: "int8",
-    2: "uint8",
-    5: "int16",
-    4: "uint16",
-    6: "int32",
-    12: "uint32",
-    7: "int64",
-    13: "uint64",
-    9: "bool",
-}
 
 # TensorProto field numbers the fast path understands; any other data field sends the file to
 # onnx (float_data 4, int32_data 5, int64_data 7, double_data 10, uint64_data 11, segment 3,
@@ -49,26 +33,22 @@ DTYPES: dict[int, str] = {
 _DIMS, _DATA_TYPE, _STRINGS, _NAME, _DOC, _RAW = 1, 2, 6, 8, 12, 9
 
 
-STRING = "string"  # ONNX's STRING element type; numpy holds it as an object array
+STRING = dtypes.STRING  # ONNX's STRING element type; numpy holds it as an object array
 _STRING_TYPE = 8  # TensorProto.STRING
 
 
 def array_dtype(array: np.ndarray) -> str:
-    """The dtype name edgepack records for an array: numpy's name, except that string tensors
-    (object arrays of str or bytes, as onnx and onnxruntime hand them out, or numpy's own
-    fixed-width str and bytes) are `string`, ONNX's own name, as model specs spell it."""
-    if array.dtype.kind in "OUS":
-        return STRING
-    return array.dtype.name
+    """The dtype name edgepack records for an array: numpy's name (ml_dtypes' for bfloat16,
+    float8, int4 and the like), except that string tensors (object arrays of str or bytes, as
+    onnx and onnxruntime hand them out, or numpy's own fixed-width str and bytes) are `string`,
+    ONNX's own name, as model specs spell it."""
+    return dtypes.array_name(array)
 
 
 def dtype_name(elem_type: int) -> str:
-    """numpy name of an ONNX element type; unusual ones keep their ONNX name."""
-    if elem_type in DTYPES:
-        return DTYPES[elem_type]
-    from onnx import TensorProto
-
-    return TensorProto.DataType.Name(elem_type).lower()
+    """edgepack's name of an ONNX element type; types outside edgepack.dtypes keep their ONNX
+    name."""
+    return dtypes.name_of(elem_type)
 
 
 def read_tensor(path: Path) -> tuple[str, np.ndarray]:
@@ -87,7 +67,8 @@ def read_tensor(path: Path) -> tuple[str, np.ndarray]:
 
 def decode_raw_tensor(data: bytes) -> tuple[str, np.ndarray] | None:
     """(name, array) of a TensorProto holding only dims, data_type, name, doc_string and
-    raw_data of a type in DTYPES; None for anything else, malformed bytes included."""
+    raw_data of a numeric type in edgepack.dtypes; None for anything else, malformed bytes
+    included."""
     decoded = _decode(data)
     if decoded is None or decoded[1].dtype.kind == "O":
         return None
@@ -148,13 +129,12 @@ def _decode(data: bytes) -> tuple[str, np.ndarray] | None:
         array = np.empty(len(strings), dtype=object)
         array[:] = [s.decode("utf-8", "surrogateescape") for s in strings]
         return name, array.reshape(dims)
-    if raw is None or strings or elem_type not in DTYPES:
+    row = dtypes.of_onnx(elem_type)
+    if raw is None or strings or row is None or row.kind == STRING:
         return None
-    dtype = np.dtype(DTYPES[elem_type]).newbyteorder("<")
-    if count * dtype.itemsize != len(raw):
+    if row.nbytes(count) != len(raw):
         return None
-    array = np.frombuffer(raw, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
-    return name, array
+    return name, dtypes.unpack(raw, row, count).reshape(dims)
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -225,21 +205,42 @@ def as_strings(array: np.ndarray) -> np.ndarray:
 def tensor_bytes(name: str, array: np.ndarray) -> bytes:
     """Serialize an array as a named TensorProto, with raw_data, or string_data for strings
     (deterministic bytes)."""
-    from onnx import numpy_helper
-
     array = np.asarray(array)
     if array_dtype(array) == STRING:
+        from onnx import numpy_helper
+
         # numpy_helper keeps bytes as they are and encodes str strictly; giving it bytes keeps
         # surrogate-escaped elements (bytes that were not UTF-8) byte for byte.
         encoded = np.empty(array.size, dtype=object)
         encoded[:] = [string_bytes(v) for v in array.ravel().tolist()]
         array = encoded.reshape(array.shape)
         return numpy_helper.from_array(array, name=name).SerializeToString(deterministic=True)
-    # Not np.ascontiguousarray: it turns a 0-d array into shape (1,).
-    if not array.flags.c_contiguous:
-        array = array.copy(order="C")
-    proto = numpy_helper.from_array(array, name=name)
-    return proto.SerializeToString(deterministic=True)
+    row = dtypes.of_array(array)
+    if row is None:
+        raise EdgepackError(f"tensor {name!r} is {array.dtype.name}, which ONNX has no type for")
+    # The fields in field-number order, as protobuf's deterministic serialization writes them:
+    # the same bytes as onnx.numpy_helper.from_array(array, name) and as the runner writes.
+    # Written here because numpy_helper predates some of the types and packs none the same way
+    # on every onnx version.
+    out = bytearray()
+    for d in array.shape:
+        out += b"\x08" + _put_varint(int(d))
+    out += b"\x10" + _put_varint(row.onnx)
+    if name:
+        encoded_name = name.encode("utf-8")
+        out += b"\x42" + _put_varint(len(encoded_name)) + encoded_name
+    raw = dtypes.pack(array, row)
+    out += b"\x4a" + _put_varint(len(raw)) + raw
+    return bytes(out)
+
+
+def _put_varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def write_tensor(path: Path, name: str, array: np.ndarray) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ from edgepack.bundle.schema import (
     ModelInfo,
     OutputSpec,
     Provenance,
+    Rewrite,
     TensorFile,
     TensorSpec,
     TestSet,
@@ -45,7 +46,10 @@ from edgepack.errors import EdgepackError, ExitCode, short
 from edgepack.fileio import atomic_write_text, sha256_bytes, sha256_file
 
 if TYPE_CHECKING:
+    from edgepack.bundle.weights import WrittenWeights
     from edgepack.inputs import InputRequest, InputValue
+    from edgepack.quantize import QuantizedModel
+    from edgepack.rewrite import FixDim, OpsAllowed
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,13 @@ class PackOptions:
     force: bool = False
     # Expected outputs holding NaN or inf prove little (NaN "matches" NaN); refused unless asked.
     allow_nonfinite: bool = False
+    format: str = "onnx"  # --format onnx|ort|both (bundle/ortformat.py)
+    quantize: str | None = None  # --quantize int8|fp16 (edgepack/quantize.py)
+    calibrate: Path | None = None  # --calibrate DIR, int8's calibration inputs
+    # Per output, in place of its dtype's default tolerance (a quantized model's, set by pack).
+    default_tolerances: dict[str, Tolerance] = field(default_factory=dict)
+    ops_allowed: OpsAllowed | None = None  # --ops-allowed SPEC (edgepack/rewrite/)
+    fix_dims: tuple[FixDim, ...] = ()  # --fix-dim NAME=VALUE, in order
 
 
 def pack(model_path: Path, out_dir: Path, request: InputRequest, options: PackOptions) -> Bundle:
@@ -70,7 +81,19 @@ def pack(model_path: Path, out_dir: Path, request: InputRequest, options: PackOp
     if out_dir.exists() and not out_dir.is_dir():
         raise EdgepackError(f"{out_dir}: exists and is not a directory")
 
-    model = load_model(model_path)
+    # The graph alone: weights stay where they are until _write_predict_net streams them.
+    model = load_model(model_path, load_weights=False)
+    transformed = None
+    if options.ops_allowed is not None or options.fix_dims:
+        from edgepack.rewrite import transform_model
+
+        if options.quantize is not None:
+            raise EdgepackError("pack --quantize does not take --ops-allowed or --fix-dim yet: "
+                                "pack them in two steps")
+        # Rules read weights (a norm's scale, a Pad's pads): the rewritten model holds them all.
+        transformed = transform_model(load_model(model_path), options.ops_allowed,
+                                      list(options.fix_dims))
+        model = transformed.model
     inputs = describe_inputs(model)
     outputs = describe_outputs(model)
     for name in options.tolerances:
@@ -80,18 +103,36 @@ def pack(model_path: Path, out_dir: Path, request: InputRequest, options: PackOp
                 f"(its outputs: {', '.join(o.name for o in outputs)})"
             )
     input_sets = collect_input_sets(inputs, request)
+    if transformed is not None:
+        from edgepack.rewrite import check_rewrite
+
+        transformed = check_rewrite(model_path, transformed, outputs, input_sets,
+                                    lambda spec: _tolerance_for(spec, options), out_dir)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
+    work = out_dir.parent / f".{out_dir.name}.work-{os.getpid()}"  # quantization's scratch
     try:
-        bundle = _write_bundle(staging, model, model_path, inputs, outputs, input_sets, options)
+        quantized = None
+        if options.quantize is not None:
+            from edgepack.quantize import quantize
+
+            work.mkdir(exist_ok=True)
+            quantized = quantize(load_model(model_path), inputs, outputs, input_sets,
+                                 options.quantize, options.calibrate, request.image, work)
+            model = quantized.model
+            options = replace(options, default_tolerances=quantized.tolerances)
+        bundle = _write_bundle(staging, model, model_path, inputs, outputs, input_sets, options,
+                               quantized, transformed.record if transformed else None)
         _move_into_place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return Bundle(out_dir, bundle.manifest, bundle.sha256)
 
 
@@ -103,26 +144,41 @@ def _write_bundle(
     outputs: list[TensorSpec],
     input_sets: list[list[InputValue]],
     options: PackOptions,
+    quantized: QuantizedModel | None = None,
+    rewrite: Rewrite | None = None,
 ) -> Bundle:
+    from edgepack.bundle import ortformat
     from edgepack.onnx_model import opset_imports
     from edgepack.tensors import array_dtype, write_tensor
 
     export_settings = _export_settings(model)
     lifted = lift_constants(model)
     node_map = strip_debug_info(model)
-    external, inline = _write_predict_net(model, root)
+    # A quantized graph is the one packed: its weights and its lift check are its own file's.
+    graph_path = quantized.path if quantized is not None else model_path
+    weights = _write_predict_net(model, graph_path, root)
+    if options.format != "onnx":
+        ortformat.convert_to_ort(root / PREDICT, root)
+    layout = ortformat.layout(options.format)
 
     import onnxruntime as ort
 
-    session = _expected_session(root / PREDICT)
+    session = _expected_session(root / layout.file)
     # Lifting Constant nodes rewrote the graph: the original must still compute the same.
-    original = _expected_session(model_path) if lifted else None
-    test_sets = []
+    original = _expected_session(graph_path) if lifted else None
+    # So did onnxruntime's conversion to the ORT format (with its optimizations baked in).
+    as_onnx = _expected_session(root / PREDICT) if layout.file != PREDICT else None
+    test_sets, expected = [], []
+    chroma_files: list[str] = []
     for k, values in enumerate(input_sets):
         set_dir = f"test_data_set_{k}"
         (root / set_dir).mkdir()
         feeds = {v.name: v.array for v in values}
         results = _run(session, feeds, k)
+        expected.append(results)
+        if as_onnx is not None:
+            ortformat.check_conversion(outputs, _run(as_onnx, feeds, k), results, k,
+                                       [_tolerance_for(o, options) for o in outputs])
         if original is not None:
             _check_same(outputs, _run(original, feeds, k), results, k, lifted, options)
         in_files = []
@@ -130,8 +186,16 @@ def _write_bundle(
             rel = f"{set_dir}/input_{i}.pb"
             write_tensor(root / rel, v.name, v.array)
             source = {k2: val for k2, val in asdict(v.source).items() if val not in (None, {})}
+            image = v.image
+            if v.chroma is not None and image is not None:
+                # The source's Cb and Cr, kept on the host for --save-images (images_out.py).
+                chroma_rel = f"host/{set_dir}/input_{i}_cbcr.npy"
+                (root / chroma_rel).parent.mkdir(parents=True, exist_ok=True)
+                np.save(root / chroma_rel, v.chroma, allow_pickle=False)
+                chroma_files.append(chroma_rel)
+                image = replace(image, chroma_file=chroma_rel)
             in_files.append(TensorFile(v.name, rel, array_dtype(v.array), list(v.array.shape),
-                                       source, _nonfinite(v.array)))
+                                       source, _nonfinite(v.array), image))
         out_files = []
         for i, (spec, array) in enumerate(zip(outputs, results, strict=True)):
             if not isinstance(array, np.ndarray):
@@ -154,14 +218,24 @@ def _write_bundle(
                                         None, bad))
         test_sets.append(TestSet(k, set_dir, in_files, out_files))
 
-    host_files = []
+    host_files = [_entry(root, rel) for rel in chroma_files]
     if node_map is not None:
         (root / NODE_MAP).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(root / NODE_MAP, json.dumps(node_map, indent=1, sort_keys=True) + "\n")
         host_files.append(_entry(root, NODE_MAP))
+    quantization = None
+    if quantized is not None:
+        from edgepack.quantize import write_reference
+
+        quantization = write_reference(root, quantized, outputs, expected,
+                                       [t.dir for t in test_sets])
+        host_files += [_entry(root, t.file) for s in quantization.reference for t in s.outputs]
+    for rel in layout.dropped:
+        (root / rel).unlink()
+    host_files += [_entry(root, rel) for rel in layout.host]
     host_paths = {f.path for f in host_files}
     files = [
-        _entry(root, rel)
+        _entry(root, rel, weights.sha256_if_unchanged(root / INIT) if rel == INIT else None)
         for rel in sorted(
             p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()
         )
@@ -174,13 +248,16 @@ def _write_bundle(
         edgepack_version=__version__,
         onnxruntime_version=ort.__version__,
         model=ModelInfo(
-            file=PREDICT,
-            external_data=INIT,
+            file=layout.file,
+            external_data=layout.external_data,
             ir_version=int(model.ir_version),
             opset_imports=opset_imports(model),
             producer=" ".join(p for p in (model.producer_name, model.producer_version) if p),
-            external_tensors=external,
-            inline_tensors=inline,
+            external_tensors=weights.external,
+            inline_tensors=weights.inline,
+            format=options.format,
+            onnx_file=layout.onnx_file,
+            operators_config=layout.operators_config,
         ),
         inputs=inputs,
         outputs=[
@@ -202,6 +279,8 @@ def _write_bundle(
             "deterministic_compute": True,
         },
         host_files=host_files,
+        quantization=quantization,
+        rewrite=rewrite,
     )
     check_manifest(manifest)  # what pack writes, every reader must accept
     text = manifest.dumps()
@@ -209,13 +288,15 @@ def _write_bundle(
     return Bundle(root, manifest, sha256_bytes(text.encode()))
 
 
-def _entry(root: Path, rel: str) -> FileEntry:
-    return FileEntry(rel, sha256_file(root / rel), (root / rel).stat().st_size)
+def _entry(root: Path, rel: str, sha256: str | None = None) -> FileEntry:
+    return FileEntry(rel, sha256 or sha256_file(root / rel), (root / rel).stat().st_size)
 
 
 def _run(session: Any, feeds: dict[str, np.ndarray], k: int) -> list[Any]:
+    from edgepack.ort_session import prepare, run_session
+
     try:
-        return session.run(None, feeds)
+        return run_session(session, prepare(session, feeds))
     except Exception as exc:
         raise EdgepackError(
             f"onnxruntime could not run the model on input set {k}: {short(exc)}"
@@ -223,9 +304,17 @@ def _run(session: Any, feeds: dict[str, np.ndarray], k: int) -> list[Any]:
 
 
 def _nonfinite(array: Any) -> int:
-    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fc":
+    if not isinstance(array, np.ndarray) or not _floating(array):
         return 0
     return int(array.size - np.count_nonzero(np.isfinite(array)))
+
+
+def _floating(array: np.ndarray) -> bool:
+    # bfloat16 and float8 are floats that numpy files under kind "V".
+    from edgepack.dtypes import kind_of
+    from edgepack.tensors import array_dtype
+
+    return array.dtype.kind in "fc" or kind_of(array_dtype(array)) == "float"
 
 
 def _first_nonfinite(array: np.ndarray) -> str:
@@ -261,54 +350,30 @@ def _check_same(outputs: list[TensorSpec], before: list[Any], after: list[Any], 
 def _tolerance_for(spec: TensorSpec, options: PackOptions) -> Tolerance:
     if spec.name in options.tolerances:
         return options.tolerances[spec.name]
-    base = default_tolerance(spec.dtype)
+    base = options.default_tolerances.get(spec.name) or default_tolerance(spec.dtype)
     return Tolerance(
         rtol=base.rtol if options.rtol is None else options.rtol,
         atol=base.atol if options.atol is None else options.atol,
     )
 
 
-def _write_predict_net(model: Any, root: Path) -> tuple[int, int]:
-    """Write predict.onnx and init.bin; returns (external, inline) initializer counts.
+def _write_predict_net(model: Any, model_path: Path, root: Path) -> WrittenWeights:
+    """Write predict.onnx and init.bin, streaming external weights from beside `model_path`.
 
-    Written by hand rather than with onnx.save_model's external-data option: that one measures
-    sizes with sys.getsizeof (object overhead included), and we want a fixed layout with aligned
-    offsets so runtimes can map large weights straight from the file.
+    Written by hand rather than with onnx.save_model's external-data option: that one needs
+    every weight in memory and measures sizes with sys.getsizeof (object overhead included), and
+    we want a fixed layout with aligned offsets so runtimes can map large weights straight from
+    the file.
     """
     import onnx
-    from onnx import external_data_helper, numpy_helper
+
+    from edgepack.bundle.weights import write_weights
 
     predict = onnx.ModelProto()
-    predict.CopyFrom(model)
-    external = inline = 0
-    offset = 0
-    with open(root / INIT, "wb") as blob:
-        for tensor in _all_initializers(predict.graph):
-            if tensor.data_type == onnx.TensorProto.STRING:
-                inline += 1
-                continue
-            raw = tensor.raw_data if tensor.HasField("raw_data") else None
-            if raw is None:
-                raw = numpy_helper.from_array(numpy_helper.to_array(tensor)).raw_data
-            if len(raw) <= EXTERNAL_THRESHOLD:
-                inline += 1
-                continue
-            # Page-align big tensors (mmap-able), 64-byte-align the rest (SIMD loads).
-            align = 4096 if len(raw) >= 65536 else 64
-            pad = (-offset) % align
-            blob.write(b"\0" * pad)
-            offset += pad
-            blob.write(raw)
-            for fld in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
-                tensor.ClearField(fld)
-            tensor.raw_data = raw  # set_external_data insists on raw_data being present
-            external_data_helper.set_external_data(tensor, INIT, offset, len(raw))
-            tensor.ClearField("raw_data")
-            tensor.data_location = onnx.TensorProto.EXTERNAL
-            offset += len(raw)
-            external += 1
+    predict.CopyFrom(model)  # the graph only: external weights were never loaded
+    written = write_weights(predict, model_path, root / INIT, INIT)
     (root / PREDICT).write_bytes(predict.SerializeToString(deterministic=True))
-    return external, inline
+    return written
 
 
 def lift_constants(model: Any) -> int:
@@ -335,9 +400,12 @@ def lift_constants(model: Any) -> int:
             value = _constant_tensor(node)
             # A graph output that is an initializer is not something every runtime produces.
             if value is not None and node.output[0] not in graph_outputs:
-                size = (len(value.raw_data) if value.HasField("raw_data")
+                # External data is lifted whatever its size: the weight copy reads it from
+                # beside the model (numpy_helper would look for it in the working directory).
+                external = value.data_location == onnx.TensorProto.EXTERNAL
+                size = (0 if external else len(value.raw_data) if value.HasField("raw_data")
                         else numpy_helper.to_array(value).nbytes)
-                if size > EXTERNAL_THRESHOLD:
+                if external or size > EXTERNAL_THRESHOLD:
                     tensor = graph.initializer.add()
                     tensor.CopyFrom(value)
                     tensor.name = node.output[0]
@@ -432,20 +500,6 @@ def strip_debug_info(model: Any) -> dict[str, Any] | None:
     if not (nodes or values or graphs):
         return None
     return {"schema": "edgepack-node-map/1", "nodes": nodes, "values": values, "graphs": graphs}
-
-
-def _all_initializers(graph: Any) -> list[Any]:
-    import onnx
-
-    found = list(graph.initializer)
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                found += _all_initializers(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    found += _all_initializers(g)
-    return found
 
 
 def _expected_session(predict: Path) -> Any:

@@ -65,14 +65,12 @@ class Tolerance:
 
 
 def default_tolerance(dtype: str) -> Tolerance:
-    """Tolerances loose enough for another CPU's kernels, tight enough to catch a wrong op."""
-    if dtype == "float16":
-        return Tolerance(rtol=1e-2, atol=1e-2)
-    if dtype == "float32":
-        return Tolerance(rtol=1e-3, atol=1e-4)
-    if dtype == "float64":
-        return Tolerance(rtol=1e-7, atol=1e-9)
-    return Tolerance(rtol=0.0, atol=0.0)  # integers and booleans must match exactly
+    """Tolerances loose enough for another CPU's kernels, tight enough to catch a wrong op; per
+    element type in edgepack.dtypes (integers, booleans and strings exactly)."""
+    from edgepack.dtypes import default_tolerance as by_type
+
+    tol = by_type(dtype)
+    return Tolerance(rtol=tol.rtol, atol=tol.atol)
 
 
 @dataclass(frozen=True)
@@ -91,6 +89,28 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
+class ImagePreprocess:
+    """How pack made an input from an image (edgepack/inputs.py), every step in the order it
+    ran: what `inspect` shows, so nobody has to guess the filter or the aspect change."""
+
+    image_size: list[int]  # the file's width, height
+    size: list[int]  # width, height fed to the model
+    resize_filter: str  # nearest, bilinear, bicubic, lanczos; "none" when the size was kept
+    keep_aspect: str  # squash, crop (the centre) or pad (black, centred)
+    aspect_changed: bool  # squash changed the width:height ratio (by more than 1%)
+    color: str  # rgb, bgr, gray or y, converted after the resize
+    scale: float
+    mean: list[float]
+    std: list[float]
+    layout: str  # nchw or nhwc
+    dtype: str
+    steps: list[str]  # in words, in order
+    # --color y: host file (.npy, H x W x 2 uint8) of the resized source's Cb and Cr, from
+    # which --save-images rebuilds the colour picture of an upscaled Y output
+    chroma_file: str | None = None
+
+
+@dataclass(frozen=True)
 class TensorFile:
     name: str
     file: str  # relative to the bundle
@@ -99,6 +119,7 @@ class TensorFile:
     source: dict[str, Any] | None = None
     nonfinite: int = 0  # NaN and inf values in it: an expected output holds some only by
     # `pack --allow-nonfinite`, and then they must match exactly
+    preprocess: ImagePreprocess | None = None  # an input made from an image
 
 
 @dataclass(frozen=True)
@@ -111,13 +132,18 @@ class TestSet:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    file: str
-    external_data: str
+    file: str  # what runners load: predict.onnx, or predict.ort (format ort or both)
+    external_data: str | None  # init.bin, the ONNX file's weights; None without an ONNX file
     ir_version: int
     opset_imports: dict[str, int]
     producer: str
     external_tensors: int
     inline_tensors: int
+    # `pack --format`: onnx, ort (predict.ort alone) or both (predict.ort pushed, predict.onnx and
+    # init.bin kept as host files); bundle/ortformat.py says why.
+    format: str = "onnx"
+    onnx_file: str | None = None  # the ONNX graph wherever it is (pushed or host), if kept
+    operators_config: str | None = None  # required_operators.config, a host file (ORT formats)
 
 
 @dataclass(frozen=True)
@@ -126,6 +152,57 @@ class Provenance:
     file: str
     sha256: str
     export: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class AccuracyCost:
+    """What quantization cost one output, the quantized model against the float one over every
+    input set (edgepack.compare's metrics): reported, not judged by tolerances."""
+
+    output: str
+    snr_db: float | None  # None when identical (infinite) or undefined
+    cosine: float | None
+    max_abs_error: float | None
+    top1_agreement: float | None = None  # class-score outputs only (compare.class_count)
+    top5_agreement: float | None = None
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """`pack --quantize`: how the model was quantized, and its second reference: the float
+    model's outputs on the same input sets (host files under reference/)."""
+
+    mode: str  # int8 or fp16
+    method: str  # the tool and its settings, in words
+    calibration: str | None  # int8: where the calibration inputs came from
+    calibration_sets: int
+    float_sha256: str  # of the float model as pack read it
+    reference: list[TestSet]  # set k: the float outputs of test set k's inputs (inputs empty)
+    cost: list[AccuracyCost]
+
+
+@dataclass(frozen=True)
+class RuleRun:
+    """One rewrite rule and the nodes of one operator it replaced."""
+
+    rule: str  # e.g. "InstanceNormalization->ReduceMean/Sub/Mul/Add/Sqrt/Div"
+    op: str  # the operator replaced; "domain:Op" outside the default domain
+    nodes: int
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """`pack --ops-allowed` / `--fix-dim`: what was done to the model before packing, checked
+    against the model as given on every input set (edgepack/rewrite/)."""
+
+    ops_allowed: str | None  # the provider named, or the operator config file's name
+    fixed_dims: list[str]  # each --fix-dim as NAME=SIZE or INPUT=D0xD1x..., in order
+    rules: list[RuleRun]  # in the order they first ran
+    nodes_before: int
+    nodes_after: int
+    opset_before: int
+    opset_after: int
+    max_abs_error: float | None  # rewritten against original, over every output and set
 
 
 @dataclass(frozen=True)
@@ -143,6 +220,8 @@ class Manifest:
     expected_outputs: dict[str, Any] = field(default_factory=dict)
     # Files for the host alone (the node map): hashed and verified like the others, never pushed.
     host_files: list[FileEntry] = field(default_factory=list)
+    quantization: Quantization | None = None  # `pack --quantize`
+    rewrite: Rewrite | None = None  # `pack --ops-allowed` / `--fix-dim`
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -235,11 +314,7 @@ def check_manifest(m: Manifest) -> None:
                                     "sha256 or size")
             listed[entry.path] = entry
     pushed = {f.path for f in m.files}
-    for what, path in (("model file", m.model.file),
-                       ("model external_data", m.model.external_data)):
-        check_path(path, what)
-        if path not in pushed:
-            raise EdgepackError(f"manifest {what} {path!r} is not among the bundle's files")
+    _check_model_files(m.model, pushed, {f.path for f in m.host_files})
     for position, test_set in enumerate(m.test_sets):
         check_path(test_set.dir, f"test set {position} dir")
         if test_set.index != position:
@@ -255,8 +330,82 @@ def check_manifest(m: Manifest) -> None:
                 if tensor.file not in pushed:
                     raise EdgepackError(f"manifest {kind} file {tensor.file!r} is not among the "
                                         "bundle's files")
+                chroma = tensor.preprocess.chroma_file if tensor.preprocess else None
+                if chroma is not None:
+                    check_path(chroma, f"test set {position} {kind} {i} chroma_file")
+                    if chroma not in {f.path for f in m.host_files}:
+                        raise EdgepackError(f"manifest chroma_file {chroma!r} is not among the "
+                                            "bundle's host_files")
     for host in m.host_files:
         if host.path in pushed:
             raise EdgepackError(f"manifest lists {host.path!r} as both a device and a host file")
+    if m.quantization is not None:
+        _check_quantization(m, {f.path for f in m.host_files})
+
+
+MODEL_FORMATS = ("onnx", "ort", "both")
+
+
+def _check_model_files(model: ModelInfo, pushed: set[str], host: set[str]) -> None:
+    """The runner loads `file` and picks its format by the extension; an ONNX file's weights
+    go where it goes; the ORT formats push no ONNX file (bundle/ortformat.py)."""
+    if model.format not in MODEL_FORMATS:
+        raise EdgepackError(f"manifest model format {model.format!r} is not one of "
+                            f"{', '.join(MODEL_FORMATS)}")
+    check_path(model.file, "model file")
+    if model.file not in pushed:
+        raise EdgepackError(f"manifest model file {model.file!r} is not among the bundle's files")
+    suffix = ".onnx" if model.format == "onnx" else ".ort"
+    if not model.file.endswith(suffix):
+        raise EdgepackError(f"manifest model file {model.file!r} of format {model.format} does "
+                            f"not end in {suffix} (runners pick the format by the extension)")
+    if model.format == "onnx" and model.onnx_file not in (None, model.file):
+        raise EdgepackError(f"manifest onnx_file {model.onnx_file!r} is not the model file")
+    onnx_place = {"onnx": pushed, "both": host}.get(model.format)
+    for what, path in (("model onnx_file", model.onnx_file),
+                       ("model external_data", model.external_data)):
+        if onnx_place is None:
+            if path is not None:
+                raise EdgepackError(f"manifest {what} {path!r}: a bundle of format ort holds "
+                                    "no ONNX file")
+            continue
+        if path is None:
+            if model.format == "onnx" and what == "model onnx_file":
+                continue  # schema 1 and 2 manifests: the model file is the ONNX file
+            raise EdgepackError(f"manifest {what} is missing (format {model.format})")
+        check_path(path, what)
+        if path not in onnx_place:
+            raise EdgepackError(f"manifest {what} {path!r} is not among the bundle's "
+                                + ("files" if onnx_place is pushed else "host_files"))
+    if model.operators_config is not None:
+        check_path(model.operators_config, "model operators_config")
+        if model.operators_config not in host:
+            raise EdgepackError(f"manifest model operators_config {model.operators_config!r} is "
+                                "not among the bundle's host_files")
+
+
+def _check_quantization(m: Manifest, host: set[str]) -> None:
+    q = m.quantization
+    assert q is not None
+    if q.mode not in ("int8", "fp16"):
+        raise EdgepackError(f"manifest quantization mode {q.mode!r} is not int8 or fp16")
+    if len(q.reference) != len(m.test_sets):
+        raise EdgepackError(f"manifest quantization holds {len(q.reference)} reference set(s) "
+                            f"for {len(m.test_sets)} test set(s)")
+    names = [o.name for o in m.outputs]
+    for position, ref in enumerate(q.reference):
+        want_dir = f"reference/{m.test_sets[position].dir}"
+        if ref.index != position or ref.dir != want_dir or ref.inputs:
+            raise EdgepackError(f"manifest quantization reference set {position} is not "
+                                f"{want_dir!r} with outputs only")
+        if [t.name for t in ref.outputs] != names:
+            raise EdgepackError(f"manifest quantization reference set {position} names outputs "
+                                f"other than the model's")
+        for i, tensor in enumerate(ref.outputs):
+            want = f"{ref.dir}/output_{i}.pb"
+            check_path(tensor.file, f"quantization reference {position} output {i}")
+            if tensor.file != want or tensor.file not in host:
+                raise EdgepackError(f"manifest quantization reference {tensor.file!r} is not "
+                                    f"{want!r} among the bundle's host_files")
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepack import __version__
+from edgepack import __version__, dtypes
 from edgepack.errors import EdgepackError, ExitCode, short
 from edgepack.runner.result import (
     RSS_SESSION_GROWTH,
@@ -72,6 +72,7 @@ def _run_python(
 ) -> RunnerResult:
     import onnxruntime as ort
 
+    from edgepack.ort_session import prepare, run_session
     from edgepack.tensors import STRING, array_dtype, read_tensor, write_tensor
 
     opts = ort.SessionOptions()
@@ -123,8 +124,14 @@ def _run_python(
         raise EdgepackError(f"{inputs_dir}: no value for input(s) {', '.join(missing)}",
                             ExitCode.DEVICE)
 
+    try:
+        prepared = prepare(session, feeds)
+    except Exception as exc:
+        raise EdgepackError(f"{inputs_dir}: onnxruntime cannot take these inputs: {short(exc)}",
+                            ExitCode.DEVICE) from None
+
     def run() -> list[np.ndarray]:
-        return session.run(None, feeds)
+        return run_session(session, prepared)
 
     try:
         t0 = time.perf_counter()
@@ -182,10 +189,12 @@ def _run_python(
 
 
 def _ort_type(text: str) -> str:
-    # onnxruntime spells element types as "tensor(float)".
+    # onnxruntime spells element types as "tensor(float)"; others keep ONNX's spelling.
+    row = dtypes.of_ort_type(text)
+    if row is not None:
+        return row.name
     m = re.fullmatch(r"tensor\((\w+)\)", text)
-    name = m.group(1) if m else text
-    return {"float": "float32", "double": "float64", "float16": "float16"}.get(name, name)
+    return m.group(1) if m else text
 
 
 def _index(path: Path) -> int:

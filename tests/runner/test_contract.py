@@ -243,7 +243,7 @@ def test_input_mismatch_cases(run_runner, mlp, tmp_path):
     }
     empty = tmp_path / "empty"
     empty.mkdir()
-    cases["no input_<i>.pb"] = empty
+    cases["holds 0 input_<i>.pb"] = empty
     gap = tmp_path / "gap"
     gap.mkdir()
     (gap / "input_1.pb").write_bytes(numpy_helper.from_array(x, "x").SerializeToString())

@@ -192,7 +192,7 @@ MALFORMED = {
     "string past end": (_field(2, 0) + b"\x08" + _field(6, 2) + _varint(9) + b"abc",
                         "string_data: 9 bytes declared"),
     "string as varint": (_field(2, 0) + b"\x08" + _field(6, 0) + b"\x01", "string_data has wire"),
-    "bfloat16 dtype": (_raw([1], dtype=16, raw=b"\x00\x00"), "not supported"),
+    "complex64 dtype": (_raw([1], dtype=14, raw=b"\x00" * 8), "not supported"),
     "external data": (_field(2, 0) + b"\x01" + _ld(13, _ld(1, b"location") + _ld(2, b"x.bin")),
                       "external"),
     "data_location external": (_field(2, 0) + b"\x01" + _field(14, 0) + b"\x01", "external"),

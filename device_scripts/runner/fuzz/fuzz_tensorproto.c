@@ -3,8 +3,9 @@
  * Properties checked beyond "no crash, no sanitizer report":
  *   - whatever tp_parse accepts, tp_serialize (tp_serialize_strings for a string tensor) writes
  *     and tp_parse reads back identically;
- *   - an accepted tensor's sizes are consistent: nbytes == count * element size, or for strings
- *     count + 1 offsets from 0, never decreasing, ending at nbytes.
+ *   - an accepted tensor's sizes are consistent: nbytes == count * element size (ceil(count / 2)
+ *     for the packed 4-bit types), or for strings count + 1 offsets from 0, never decreasing,
+ *     ending at nbytes.
  * Build: cmake -DEDGEPACK_BUILD_FUZZER=ON -DCMAKE_C_COMPILER=clang (see bench/fuzz_tensorproto.sh).
  */
 #include <stdint.h>
@@ -32,7 +33,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                                      &len) != 0)
                 abort();
         } else {
-            if (t.offsets || t.nbytes != t.count * tp_elem_size(t.data_type)) abort();
+            size_t want;
+            if (t.offsets || tp_data_bytes(t.data_type, t.count, &want) != 0 || t.nbytes != want)
+                abort();
             if (tp_serialize(t.name, t.data_type, t.dims, t.ndims, t.data, t.nbytes, &buf,
                              &len) != 0)
                 abort();

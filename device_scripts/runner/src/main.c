@@ -467,8 +467,9 @@ static input_file *load_inputs(const char *dir, size_t *count) {
         n++;
     }
     closedir(d);
-    if (n == 0) fail(EXIT_INPUT_MISMATCH, "%s holds no input_<i>.pb files", dir);
-    qsort(files, n, sizeof *files, cmp_index);
+    /* No files is a model without inputs (a constant generator); match_inputs refuses it for a
+     * model that has inputs. */
+    if (n) qsort(files, n, sizeof *files, cmp_index);
     for (size_t i = 0; i < n; i++) {
         if (files[i].index != (long)i)
             fail(EXIT_INPUT_MISMATCH, "%s: input_%zu.pb is missing (files must be numbered from 0 "
@@ -508,13 +509,12 @@ static const char *onnx_type_kind(enum ONNXType t) {
     }
 }
 
-/* numpy name for an ORT element type; ONNX's lower-case name for the few others. */
+/* edgepack's name for an element type (tensorproto.c's table); ONNX's lower-case name for the
+ * few the runner does not carry. */
 static const char *elem_name(int32_t t) {
     const char *n = tp_dtype_name(t);
     if (n) return n;
     switch (t) {
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING: return "string";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16: return "bfloat16";
     case ONNX_TENSOR_ELEMENT_DATA_TYPE_COMPLEX64: return "complex64";
     case ONNX_TENSOR_ELEMENT_DATA_TYPE_COMPLEX128: return "complex128";
     default: return "unsupported";
@@ -531,7 +531,7 @@ static void describe(OrtTypeInfo *ti, io_info *io) {
     ORT_CHECK(g_ort->CastTypeInfoToTensorInfo(ti, &tsi), EXIT_MODEL_LOAD, "reading model I/O");
     enum ONNXTensorElementDataType et;
     ORT_CHECK(g_ort->GetTensorElementType(tsi, &et), EXIT_MODEL_LOAD, "reading model I/O");
-    io->elem_type = (int32_t)et;
+    io->elem_type = tp_from_ort((int32_t)et);
     ORT_CHECK(g_ort->GetDimensionsCount(tsi, &io->ndims), EXIT_MODEL_LOAD, "reading model I/O");
     io->dims = calloc(io->ndims ? io->ndims : 1, sizeof *io->dims);
     io->symbolic = calloc(io->ndims ? io->ndims : 1, sizeof *io->symbolic);
@@ -769,7 +769,7 @@ static void collect_outputs(OrtValue **vals, const io_info *meta, size_t n, cons
         ORT_CHECK(g_ort->GetTensorTypeAndShape(vals[i], &tsi), EXIT_RUN_FAILURE, "reading outputs");
         enum ONNXTensorElementDataType et;
         ORT_CHECK(g_ort->GetTensorElementType(tsi, &et), EXIT_RUN_FAILURE, "reading outputs");
-        o->elem_type = (int32_t)et;
+        o->elem_type = tp_from_ort((int32_t)et);
         ORT_CHECK(g_ort->GetDimensionsCount(tsi, &o->ndims), EXIT_RUN_FAILURE, "reading outputs");
         o->dims = calloc(o->ndims ? o->ndims : 1, sizeof *o->dims);
         if (!o->dims) fail(EXIT_RUN_FAILURE, "out of memory");
@@ -784,20 +784,20 @@ static void collect_outputs(OrtValue **vals, const io_info *meta, size_t n, cons
             write_string_output(vals[i], meta[i].name, o, count, dir, i);
             continue;
         }
-        size_t esize = tp_elem_size(o->elem_type);
-        if (!esize) {
+        size_t nbytes;
+        if (!tp_elem_bits(o->elem_type)) {
             fprintf(stderr, "edgepack-runner: output '%s' holds %s; it is reported but not "
                     "written\n", meta[i].name, elem_name(o->elem_type));
             continue;
         }
-        if (count > SIZE_MAX / esize) fail(EXIT_OUTPUT_WRITE, "output '%s' is too large",
-                                           meta[i].name);
+        if (tp_data_bytes(o->elem_type, count, &nbytes) != 0)
+            fail(EXIT_OUTPUT_WRITE, "output '%s' is too large", meta[i].name);
         void *data = NULL;
         if (count) ORT_CHECK(g_ort->GetTensorMutableData(vals[i], &data), EXIT_RUN_FAILURE,
                              "reading outputs");
         uint8_t *buf;
         size_t len;
-        if (tp_serialize(meta[i].name, o->elem_type, o->dims, o->ndims, data, count * esize, &buf,
+        if (tp_serialize(meta[i].name, o->elem_type, o->dims, o->ndims, data, nbytes, &buf,
                          &len) != 0)
             fail(EXIT_OUTPUT_WRITE, "out of memory serializing output '%s'", meta[i].name);
         snprintf(o->file, sizeof o->file, "output_%zu.pb", i);
@@ -955,7 +955,7 @@ int main(int argc, char **argv) {
         }
         ORT_CHECK(g_ort->CreateTensorWithDataAsOrtValue(
                       mem, t->data, t->nbytes, t->ndims ? t->dims : scalar_shape, t->ndims,
-                      (ONNXTensorElementDataType)t->data_type, &in_vals[i]),
+                      (ONNXTensorElementDataType)tp_to_ort(t->data_type), &in_vals[i]),
                   EXIT_INPUT_MISMATCH, files[file_of[i]].file);
     }
     for (size_t i = 0; i < n_out; i++) out_names[i] = outm[i].name;

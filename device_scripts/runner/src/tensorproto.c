@@ -48,14 +48,55 @@ static void set_err(errbuf *e, const char *fmt, ...) {
     va_end(ap);
 }
 
-size_t tp_elem_size(int32_t t) {
+size_t tp_elem_bits(int32_t t) {
     switch (t) {
-    case TP_FLOAT: case TP_INT32: case TP_UINT32: return 4;
-    case TP_UINT8: case TP_INT8: case TP_BOOL: return 1;
-    case TP_UINT16: case TP_INT16: case TP_FLOAT16: return 2;
-    case TP_INT64: case TP_UINT64: case TP_DOUBLE: return 8;
+    case TP_FLOAT: case TP_INT32: case TP_UINT32: return 32;
+    case TP_UINT8: case TP_INT8: case TP_BOOL: return 8;
+    case TP_FLOAT8E4M3FN: case TP_FLOAT8E4M3FNUZ: case TP_FLOAT8E5M2: case TP_FLOAT8E5M2FNUZ:
+        return 8;
+    case TP_UINT16: case TP_INT16: case TP_FLOAT16: case TP_BFLOAT16: return 16;
+    case TP_INT64: case TP_UINT64: case TP_DOUBLE: return 64;
+    case TP_FLOAT8E8M0: return 8;
+    case TP_UINT4: case TP_INT4: case TP_FLOAT4E2M1: return 4;
+    case TP_UINT2: case TP_INT2: return 2;
     default: return 0;
     }
+}
+
+int32_t tp_to_ort(int32_t t) {
+    switch (t) {
+    case TP_FLOAT8E8M0: return 26;
+    case TP_UINT2: return 24;
+    case TP_INT2: return 25;
+    default: return t;
+    }
+}
+
+int32_t tp_from_ort(int32_t t) {
+    switch (t) {
+    case 24: return TP_UINT2;
+    case 25: return TP_INT2;
+    case 26: return TP_FLOAT8E8M0;
+    default: return t;
+    }
+}
+
+size_t tp_elem_size(int32_t t) {
+    size_t bits = tp_elem_bits(t);
+    return bits >= 8 ? bits / 8 : 0;
+}
+
+int tp_data_bytes(int32_t t, size_t count, size_t *nbytes) {
+    size_t bits = tp_elem_bits(t);
+    if (bits == 0) return -1;
+    if (bits < 8) {
+        size_t per = 8 / bits;
+        *nbytes = count / per + (count % per != 0);
+        return 0;
+    }
+    if (count > SIZE_MAX / (bits / 8)) return -1;
+    *nbytes = count * (bits / 8);
+    return 0;
 }
 
 const char *tp_dtype_name(int32_t t) {
@@ -73,6 +114,18 @@ const char *tp_dtype_name(int32_t t) {
     case TP_UINT32: return "uint32";
     case TP_UINT64: return "uint64";
     case TP_STRING: return "string";
+    /* ml_dtypes' names, as edgepack/dtypes.py records them. */
+    case TP_BFLOAT16: return "bfloat16";
+    case TP_FLOAT8E4M3FN: return "float8_e4m3fn";
+    case TP_FLOAT8E4M3FNUZ: return "float8_e4m3fnuz";
+    case TP_FLOAT8E5M2: return "float8_e5m2";
+    case TP_FLOAT8E5M2FNUZ: return "float8_e5m2fnuz";
+    case TP_UINT4: return "uint4";
+    case TP_INT4: return "int4";
+    case TP_FLOAT4E2M1: return "float4_e2m1fn";
+    case TP_FLOAT8E8M0: return "float8_e8m0fnu";
+    case TP_UINT2: return "uint2";
+    case TP_INT2: return "int2";
     default: return NULL;
     }
 }
@@ -426,12 +479,15 @@ int tp_parse(const uint8_t *buf, size_t len, tp_tensor *out, char *err, size_t e
         goto done;
     }
     int is_string = data_type == TP_STRING;
-    /* For strings the product of dims counts elements, one byte each as far as overflow goes. */
-    size_t esize = is_string ? 1
-                 : (data_type > 0 && data_type <= INT32_MAX) ? tp_elem_size((int32_t)data_type) : 0;
+    size_t bits = (data_type > 0 && data_type <= INT32_MAX) ? tp_elem_bits((int32_t)data_type) : 0;
+    /* For strings and packed types the product of dims counts elements, one byte each as far
+     * as overflow goes. */
+    size_t esize = is_string || (bits && bits < 8) ? 1 : bits / 8;
     if (!esize) {
-        set_err(&e, "data type %lld is not supported (the runner carries float32, float16, float64, "
-                    "int8/16/32/64, uint8/16/32/64, bool and string)", (long long)data_type);
+        set_err(&e, "data type %lld is not supported (the runner carries float32, float16, "
+                    "bfloat16, float64, float8 (e4m3fn, e4m3fnuz, e5m2, e5m2fnuz, e8m0), "
+                    "float4e2m1, int2/4/8/16/32/64, uint2/4/8/16/32/64, bool and string)",
+                (long long)data_type);
         goto done;
     }
 
@@ -460,7 +516,14 @@ int tp_parse(const uint8_t *buf, size_t len, tp_tensor *out, char *err, size_t e
             count *= (size_t)d;
         }
     }
+    /* Packed types: 8 / bits elements a byte, so the bytes round up; count * 1 did not
+     * overflow. */
+    int packed = bits && bits < 8;
     size_t nbytes = count * esize;
+    if (packed) tp_data_bytes((int32_t)data_type, count, &nbytes);
+    /* Typed fields hold one entry per element, or per byte of packed elements. */
+    size_t n_values = packed ? nbytes : count;
+    size_t vsize = packed ? 1 : esize;
 
     if (is_string) {
         if (has_raw) {
@@ -495,9 +558,9 @@ int tp_parse(const uint8_t *buf, size_t len, tp_tensor *out, char *err, size_t e
             case TP_UINT32: case TP_UINT64: src = &u64; fname = "uint64_data"; break;
             default: src = &i32; fname = "int32_data"; break;
             }
-            if (src->len != count) {
-                set_err(&e, "%s holds %zu values but dims say %zu elements", fname, src->len,
-                        count);
+            if (src->len != n_values) {
+                set_err(&e, "%s holds %zu values but dims and data_type need %zu", fname,
+                        src->len, n_values);
                 goto done;
             }
         }
@@ -511,20 +574,21 @@ int tp_parse(const uint8_t *buf, size_t len, tp_tensor *out, char *err, size_t e
         if (has_raw) {
             if (nbytes) memcpy(out->data, raw, nbytes);
         } else {
-            if (src->elem == esize) {
+            if (src->elem == vsize) {
                 if (nbytes) memcpy(out->data, src->data, nbytes);
             } else {
                 /* Varint storage (8 bytes) narrowed to the element type: two's complement
-                 * truncation, which is what protobuf's int32 -> (u)int8/16 and float16 bit
-                 * patterns mean. */
-                for (size_t i = 0; i < count; i++) {
+                 * truncation, which is what protobuf's int32 -> (u)int8/16, the float16,
+                 * bfloat16 and float8 bit patterns and a byte of packed 4-bit or 2-bit values
+                 * mean. */
+                for (size_t i = 0; i < n_values; i++) {
                     uint64_t v;
                     memcpy(&v, src->data + i * 8, 8);
-                    uint8_t *dst = (uint8_t *)out->data + i * esize;
-                    if (esize == 1) {
+                    uint8_t *dst = (uint8_t *)out->data + i * vsize;
+                    if (vsize == 1) {
                         uint8_t b = (uint8_t)v;
                         *dst = b;
-                    } else if (esize == 2) {
+                    } else if (vsize == 2) {
                         uint16_t h = (uint16_t)v;
                         memcpy(dst, &h, 2);
                     } else {

@@ -25,7 +25,18 @@ enum {
     TP_FLOAT16 = 10,
     TP_DOUBLE = 11,
     TP_UINT32 = 12,
-    TP_UINT64 = 13
+    TP_UINT64 = 13,
+    TP_BFLOAT16 = 16,
+    TP_FLOAT8E4M3FN = 17,
+    TP_FLOAT8E4M3FNUZ = 18,
+    TP_FLOAT8E5M2 = 19,
+    TP_FLOAT8E5M2FNUZ = 20,
+    TP_UINT4 = 21, /* 4-bit types: two elements a byte, the first in the low nibble */
+    TP_INT4 = 22,
+    TP_FLOAT4E2M1 = 23,
+    TP_FLOAT8E8M0 = 24,
+    TP_UINT2 = 25, /* 2-bit types: four elements a byte, the first in the lowest two bits */
+    TP_INT2 = 26
 };
 
 typedef struct {
@@ -34,7 +45,9 @@ typedef struct {
     size_t ndims;
     int64_t *dims;    /* ndims entries (NULL when ndims == 0: a scalar) */
     size_t count;     /* number of elements: product of dims */
-    size_t nbytes;    /* count * element size; for TP_STRING the strings' total length */
+    size_t nbytes;    /* count * element size (4-bit and 2-bit types: ceil(count * bits / 8),
+                       * packed as in ONNX);
+                       * for TP_STRING the strings' total length */
     void *data;       /* little-endian elements, 64-byte aligned, at least 1 byte allocated;
                        * for TP_STRING the strings' bytes back to back, with no terminators:
                        * a string may hold any byte, NUL included */
@@ -42,8 +55,26 @@ typedef struct {
                        * data[offsets[i]] .. data[offsets[i + 1] - 1] */
 } tp_tensor;
 
-/* Byte size of one element, or 0 for strings and for types the runner does not carry. */
+/* Bits one element takes (4 and 2 for the packed types), or 0 for strings and for types the
+ * runner does not carry. The numbers are onnx.proto's (see tp_to_ort). The table mirrors edgepack/dtypes.py: a new type is a row there and a
+ * case here. */
+size_t tp_elem_bits(int32_t data_type);
+
+/* onnx.proto's number of an element type <-> onnxruntime's C API (ONNXTensorElementDataType).
+ * They agree up to FLOAT4E2M1 (23); after it the C API's enum, fixed by its ABI, has UINT2 = 24,
+ * INT2 = 25, FLOAT8E8M0 = 26 where onnx.proto has FLOAT8E8M0 = 24, UINT2 = 25, INT2 = 26. Every
+ * type that crosses between a TensorProto file and the C API goes through these. */
+int32_t tp_to_ort(int32_t data_type);
+int32_t tp_from_ort(int32_t ort_type);
+
+/* Byte size of one element, or 0 for strings, packed 4-bit and 2-bit types and types the
+ * runner does not carry (use tp_data_bytes for those). */
 size_t tp_elem_size(int32_t data_type);
+
+/* Bytes `count` elements take in raw_data (4-bit types: ceil(count / 2), 2-bit: ceil(count / 4)).
+ * Returns 0 and sets
+ * *nbytes, or -1 for strings, unknown types and sizes that overflow. */
+int tp_data_bytes(int32_t data_type, size_t count, size_t *nbytes);
 
 /* edgepack's name for a data type ("float32", ..., "string"), or NULL for types the runner does
  * not carry. */
