@@ -2,9 +2,10 @@
 # Set up this machine for edgepack: system packages, PyTorch (CPU), and edgepack itself.
 #
 #   bash scripts/setup.sh          what running edgepack and its demo need (adb, gcc and cmake,
-#                                  mksh and toybox, npm, torch, edgepack[torch])
+#                                  mksh and toybox, npm, torch, edgepack[torch,postgres])
 #   bash scripts/setup.sh --dev    also what the tests need (qemu-user, the aarch64 cross
-#                                  compiler and its C library, clang, chromium, test extras)
+#                                  compiler and its C library, clang, chromium, the PostgreSQL
+#                                  server, test extras)
 #   bash scripts/setup.sh [--dev] --list   print the Debian packages, one a line; install nothing
 #
 # Idempotent: installed pieces are skipped, so the demo and test scripts call it every time.
@@ -43,6 +44,7 @@ if [ "$dev" = 1 ]; then
     clang libclang-rt-14-dev                     # libFuzzer (bench/fuzz_tensorproto.sh)
     chromium                                     # renders report.html in a test
     git binutils util-linux                      # git ls-files, readelf, unshare and mount
+    postgresql                                   # the PostgreSQL history's tests start one
   )
 fi
 if [ "$list" = 1 ]; then
@@ -68,7 +70,8 @@ if ! "$PY" -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2
   echo "setup: installing torch==2.13.0 (CPU)"
   "$PY" -m pip install -q torch==2.13.0
 fi
-extras="torch"
-[ "$dev" = 1 ] && extras="torch,dev"
+# postgres: the psycopg driver, for a lab's shared history (--db postgresql://...).
+extras="torch,postgres"
+[ "$dev" = 1 ] && extras="torch,postgres,dev"
 "$PY" -m pip install -q -e ".[${extras}]"
 echo "setup: done ($("$PY" -m edgepack --version))"

@@ -209,8 +209,10 @@ class AdbDevice:
     # ------------------------------------------------------------------ files
 
     def push(self, local: Path, remote: str, progress: ProgressCallback | None = None,
-             mode: int = 0o644) -> None:
-        """Send one file to exactly `remote` with 64 KiB DATA chunks."""
+             mode: int = 0o644, *, offset: int = 0, length: int | None = None) -> None:
+        """Send one file (or its `length` bytes from `offset`) to exactly `remote` with 64 KiB
+        DATA chunks. adbd deletes what it received of a SEND that breaks off, so a resumable
+        push (devices.staging) sends a large file as ranges and joins them on the device."""
         local = Path(local)
 
         def send() -> None:
@@ -227,14 +229,19 @@ class AdbDevice:
                 buf = bytearray(record * SEND_BATCH)
                 view = memoryview(buf)
                 with open(local, "rb", buffering=0) as fh:
+                    fh.seek(offset)
+                    left = length
                     done = False
                     while not done:
                         end = payload = 0
                         for _ in range(SEND_BATCH):
-                            n = fh.readinto(view[end + 8: end + record])
+                            room = SYNC_CHUNK if left is None else min(SYNC_CHUNK, left)
+                            n = fh.readinto(view[end + 8: end + 8 + room]) if room else 0
                             if not n:
                                 done = True
                                 break
+                            if left is not None:
+                                left -= n
                             struct.pack_into("<4sI", buf, end, b"DATA", n)
                             end += 8 + n
                             payload += n
@@ -245,8 +252,8 @@ class AdbDevice:
                 sock.sendall(b"DONE" + struct.pack("<I", int(time.time())))
                 status = read_exact(sock, 8)
                 if status[:4] == b"FAIL":
-                    (length,) = struct.unpack("<I", status[4:])
-                    message = read_exact(sock, length).decode("utf-8", "replace")
+                    (size,) = struct.unpack("<I", status[4:])
+                    message = read_exact(sock, size).decode("utf-8", "replace")
                     raise device_failure(f"{self.serial}: pushing {local.name} failed: {message}")
                 if status[:4] != b"OKAY":
                     raise device_failure(f"{self.serial}: unexpected sync reply {status[:4]!r}")
@@ -341,6 +348,7 @@ class AdbDevice:
             virtual=props.get("ro.edgepack.virtual") == "1",
             runner_target=choose_runner_target(props, machine),
             glibc=glibc_match.group(1) if glibc_match and not android else None,
+            emulated=props.get("ro.edgepack.emulated") or None,
         )
 
     # ------------------------------------------------------------------ plumbing

@@ -32,6 +32,9 @@ class DeviceInfo:
     virtual: bool = False
     runner_target: str | None = None  # the runner this device runs, when it can be told
     glibc: str | None = None  # a Linux device's C library version ("2.31"); None on Android
+    # How a device that computes as another machine does it (a virtual device under qemu-user):
+    # its timings are the emulator's, not a phone's.
+    emulated: str | None = None
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,9 @@ class Device(Protocol):
     def shell(self, command: str, timeout: float | None = None) -> ShellResult: ...
 
     def push(self, local: Path, remote: str, progress: ProgressCallback | None = None,
-             mode: int = 0o644) -> None:
-        """Exactly `remote` gets the file's bytes, with permission bits `mode`."""
+             mode: int = 0o644, *, offset: int = 0, length: int | None = None) -> None:
+        """Exactly `remote` gets the file's bytes (`length` of them from `offset`), with
+        permission bits `mode`."""
 
     def pull(self, remote: str, local: Path) -> None:
         """`local` gets the file whole or not at all."""

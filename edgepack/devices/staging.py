@@ -6,14 +6,26 @@ still match the record is not pushed again; where the record and the device disa
 device's own `sha256sum` decides. A pushed file goes to a hidden temporary name, is checked with
 the device's `sha256sum`, and only then renamed into place, so an interrupted push never leaves a
 file that looks complete.
+
+A push that breaks off (connection lost, edgepack killed, device rebooted) resumes. adbd deletes
+what it received of a SEND that breaks off, and sync cannot append, so a file larger than a
+segment goes as segments: the first straight to the hidden part name, each later one to a
+segment name and then appended to the part on the device (`cat >>`, only if the part still has
+the size it should). The part is thus always a prefix of the file; the next deploy hashes it on
+the device (`sha256sum`, against the same bytes of the local file) and pushes only the rest. A
+part that is no such prefix is discarded and the file pushed whole. The whole file is checked
+as always before it is renamed into place.
 """
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
+import re
 import shlex
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -23,6 +35,14 @@ from edgepack.errors import EdgepackError, ExitCode
 
 MANIFEST = ".edgepack-files"
 PART_SUFFIX = ".edgepack-part"
+# A segment on its way to a part: a part itself, so that whatever cleans up parts cleans it.
+SEGMENT_SUFFIX = ".edgepack-segment" + PART_SUFFIX
+# A file is sent in about SEGMENTS pieces, each between these sizes: a push killed anywhere
+# loses at most one segment (1/SEGMENTS of a large file), and a segment costs one extra sync
+# connection and one `cat >>` on the device.
+SEGMENTS = 32
+MIN_SEGMENT = 4 * 2**20
+MAX_SEGMENT = 64 * 2**20
 
 
 class StagingDevice(Protocol):
@@ -31,7 +51,7 @@ class StagingDevice(Protocol):
     def shell(self, command: str, timeout: float | None = None) -> ShellResult: ...
 
     def push(self, local: Path, remote: str, progress: ProgressCallback | None = None,
-             mode: int = 0o644) -> None: ...
+             mode: int = 0o644, *, offset: int = 0, length: int | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -50,6 +70,7 @@ class SyncStats:
     files_skipped: int
     bytes_skipped: int
     seconds: float
+    bytes_resumed: int = 0  # of the files pushed, what an earlier, broken-off push had left
 
 
 class TransferProgress(Protocol):
@@ -141,15 +162,19 @@ def sync_dir(
         # Nothing to do: the common redeploy, kept to the two round trips above.
         return SyncStats(0, 0, len(files), sum(f.size for f in files),
                          time.perf_counter() - t0)
+    resumed = _resumable(device, remote_dir, to_push, stats)
     dirs = sorted({str(PurePosixPath(f.rel).parent) for f in to_push} - {"."})
     prepare = [f"mkdir -p {q(remote_dir)}"]
     prepare += [f"mkdir -p {q(posixpath.join(remote_dir, d))}" for d in dirs]
-    # Parts left by an interrupted push, and files a previous bundle had and this one has not.
-    prepare.append(f"find {q(remote_dir)} -name {q('*' + PART_SUFFIX)} -exec rm -f {{}} +")
+    # Parts and segments left by an interrupted push but for the parts resumed, and files a
+    # previous bundle had and this one has not.
+    keep = "".join(f" ! -path {q(_glob_quote(posixpath.join(remote_dir, _part_name(rel))))}"
+                   for rel in resumed)
+    prepare.append(f"find {q(remote_dir)} -name {q('*' + PART_SUFFIX)}{keep} -exec rm -f {{}} +")
     prepare += [f"rm -f {q(posixpath.join(remote_dir, rel))}" for rel in stale]
     _run(device, " && ".join(prepare), f"prepare {remote_dir}")
 
-    need = sum(f.size for f in to_push)
+    need = sum(f.size - resumed.get(f.rel, 0) for f in to_push)
     if to_push and free_bytes is not None:
         free = free_bytes()
         if free is not None and need > free:
@@ -167,8 +192,7 @@ def sync_dir(
             # Relative to remote_dir: sha256sum prints names, and only ours are plain.
             part = _part_name(f.rel)
             try:
-                device.push(f.path, posixpath.join(remote_dir, part), advance,
-                            mode=0o755 if f.executable else 0o644)
+                _push_rest(device, remote_dir, f, part, resumed.get(f.rel, 0), advance)
             except EdgepackError as exc:
                 raise EdgepackError(_push_failure(exc.message, device.serial, f, need),
                                     ExitCode.DEVICE) from None
@@ -207,12 +231,95 @@ def sync_dir(
         files_skipped=len(skipped),
         bytes_skipped=sum(f.size for f in skipped),
         seconds=time.perf_counter() - t0,
+        bytes_resumed=sum(resumed.values()),
     )
 
 
 def _part_name(rel: str) -> str:
     parent, name = posixpath.split(rel)
     return posixpath.join(parent, "." + name + PART_SUFFIX)
+
+
+def _segment_name(rel: str, index: int) -> str:
+    parent, name = posixpath.split(rel)
+    return posixpath.join(parent, f".{name}.{index}{SEGMENT_SUFFIX}")
+
+
+def segment_size(size: int) -> int:
+    return max(MIN_SEGMENT, min(MAX_SEGMENT, size // SEGMENTS))
+
+
+def _resumable(device: StagingDevice, remote_dir: str, files: list[LocalFile],
+               stats: dict[str, tuple[int, str]]) -> dict[str, int]:
+    """rel -> bytes already on the device: each file whose part, left by a push that broke off,
+    is a prefix of the local file (sha256 of the part on the device against the same bytes
+    here). Hashed in one round trip."""
+    parts = {f.rel: stats[_part_name(f.rel)][0] for f in files
+             if _part_name(f.rel) in stats and 0 < stats[_part_name(f.rel)][0] <= f.size}
+    if not parts:
+        return {}
+    sums = _sha256sum(device, remote_dir, [_part_name(rel) for rel in parts])
+    return {f.rel: parts[f.rel] for f in files
+            if f.rel in parts and sums.get(_part_name(f.rel)) == _prefix_sha256(
+                f.path, parts[f.rel])}
+
+
+def _prefix_sha256(path: Path, size: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        left = size
+        while left:
+            block = fh.read(min(left, 1 << 20))
+            if not block:
+                return ""  # the local file is shorter: no prefix of it
+            digest.update(block)
+            left -= len(block)
+    return digest.hexdigest()
+
+
+def _push_rest(device: StagingDevice, remote_dir: str, f: LocalFile, part: str, offset: int,
+               advance: ProgressCallback | None) -> None:
+    """The file's bytes from `offset` on, onto its part (which holds the first `offset`).
+
+    Each segment is joined while the next one is pushed (two segment names, used in turn), so
+    over a link slower than the device's disk the joins cost no time; joins run one at a time,
+    in order, on a thread of their own."""
+    mode = 0o755 if f.executable else 0o644
+    step = segment_size(f.size)
+    if offset == 0 and f.size <= step:
+        device.push(f.path, posixpath.join(remote_dir, part), advance, mode=mode)
+        return
+    joins: dict[str, Future[str]] = {}  # segment name -> its join, the latest
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgepack-join") as joiner:
+        for k, start in enumerate(range(offset, f.size, step)):
+            n = min(step, f.size - start)
+            if start == 0:
+                device.push(f.path, posixpath.join(remote_dir, part), advance, mode=mode,
+                            length=n)
+                continue
+            segment = _segment_name(f.rel, k % 2)
+            for done in [j for j in joins.values() if j.done()]:
+                done.result()  # a join that failed stops the push here
+            if segment in joins:
+                joins[segment].result()  # its last join has read it
+            device.push(f.path, posixpath.join(remote_dir, segment), advance, mode=mode,
+                        offset=start, length=n)
+            # Appended only onto a part of the size it should have: a join retried after a lost
+            # reply, or a part changed meanwhile, fails here rather than corrupting the file.
+            joins[segment] = joiner.submit(
+                _run, device,
+                f"cd {q(remote_dir)} && [ \"$(stat -c %s {q(part)})\" = {start} ] && "
+                f"cat {q(segment)} >> {q(part)} && rm -f {q(segment)}",
+                f"join {f.rel}'s pieces at byte {start}")
+        # The executor waits for the joins queued, also when a push failed: each extends the
+        # prefix the next deploy resumes from.
+    for join in joins.values():
+        join.result()
+
+
+def _glob_quote(path: str) -> str:
+    # find -path takes a pattern: the name matched literally.
+    return re.sub(r"([][*?\\])", r"\\\1", path)
 
 
 def _push_failure(message: str, serial: str, f: LocalFile, need: int) -> str:
@@ -289,6 +396,8 @@ def _write_records(device: StagingDevice, remote_dir: str,
 
 
 def _stat_command(remote_dir: str, rels: list[str]) -> str:
+    # The parts of interrupted pushes too: a part found is a push to resume.
+    rels = [*rels, *(_part_name(r) for r in rels if not r.endswith(PART_SUFFIX))]
     # One line per file that exists: size, mtime, then the name exactly as given. %y (not %Y)
     # for the mtime: it has nanoseconds on toybox and coreutils alike, so a file rewritten in
     # the second it was pushed still shows a different time.

@@ -1,7 +1,8 @@
 """Every bench run, kept: what ran, where, how fast, and whether it computed right.
 
 The store is one SQLite file (`~/.local/share/edgepack/history.db`; `--db PATH` or EDGEPACK_DB
-choose another) that benches write as they go and `history`, `regress` and the reports read.
+choose another), or a PostgreSQL database that a lab's hosts share (`--db postgresql://...`),
+that benches write as they go and `history`, `regress` and the reports read.
 
     store.py   the interface the rest of edgepack uses (HistoryStore), the records it hands
                back (HistoryRun, StoredVerdict, StoredSession), HistoryListener, and what a
@@ -10,7 +11,8 @@ choose another) that benches write as they go and `history`, `regress` and the r
                for every backend in SQL that SQLite and PostgreSQL share, but for the few words
                a Dialect names
     rows.py    the one mapping between a record and a row (a dict of column -> value)
-    sqlite.py  the SQLite backend, the one implementation
+    sqlite.py  the SQLite backend, the default
+    postgres.py  the PostgreSQL backend (psycopg 3, imported only for a postgresql URL)
 
 The store stores and reads records; what is computed from them lives with its users: a
 BenchResult's order in records.bench_order, latency trends in edgepack.trend, regressions in

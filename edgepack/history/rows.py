@@ -160,6 +160,7 @@ def run_from_row(row: Mapping[str, Any], verdicts: Sequence[StoredVerdict] = ())
         profile=_load(list[OpTime], row["profile_json"]),
         verdicts=list(verdicts),
         device=_load(DeviceInfo, row["device_json"]),
+        host=row.get("host"),
         result_json=row["result_json"],
     )
 

@@ -47,6 +47,7 @@ class Dialect:
     mark: str  # a bound parameter: `?` (sqlite3) or `%s` (psycopg)
 
 
+# PostgreSQL's is history.postgres.POSTGRES, with its backend.
 SQLITE = Dialect(
     name="sqlite",
     row_id="INTEGER PRIMARY KEY",
@@ -190,7 +191,8 @@ def select_runs(where: RunFilter, dialect: Dialect) -> tuple[str, list[Any]]:
             args.append(value)
     if where.ok_only:
         clauses.append("r.status != 'error'")
-    sql = ("SELECT r.*, s.label AS label FROM runs r JOIN sessions s ON s.id = r.session_id"
+    sql = ("SELECT r.*, s.label AS label, s.host AS host FROM runs r "
+           "JOIN sessions s ON s.id = r.session_id"
            + (" WHERE " + " AND ".join(clauses) if clauses else "")
            + f" ORDER BY r.started_at {'DESC' if where.newest_first else 'ASC'}, r.id"
            + (f" LIMIT {m}" if where.limit else ""))

@@ -1,4 +1,4 @@
-"""The history in one SQLite file: the one backend (see history.store for the interface).
+"""The history in one SQLite file: the default backend (see history.store for the interface).
 
 The file is opened in WAL mode with a busy timeout, so `edgepack history` can read while a
 bench writes and two benches can share a file. Each run is written in one transaction, the run

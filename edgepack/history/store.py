@@ -1,5 +1,5 @@
 """The history store's interface: what the rest of edgepack asks of it, and the records it hands
-back. Nothing here knows a database; a backend (history.sqlite) does.
+back. Nothing here knows a database; a backend (history.sqlite, history.postgres) does.
 
 What a backend implements, and nothing more, is `HistoryStore`'s abstract members:
 
@@ -36,7 +36,7 @@ from typing import Any
 from edgepack.compare import Metrics
 from edgepack.devices.base import DeviceInfo
 from edgepack.devices.state import DeviceState
-from edgepack.errors import EdgepackError
+from edgepack.errors import EdgepackError, ExitCode
 from edgepack.profile import OpTime
 from edgepack.records import (
     BenchListener,
@@ -58,10 +58,48 @@ ENV_DB = "EDGEPACK_DB"
 
 def default_db_path() -> Path:
     env = os.environ.get(ENV_DB)
-    if env:
+    if env and not _URL.match(env):
         return Path(env).expanduser()
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "edgepack" / "history.db"
+
+
+# A URL's scheme; `postgres:/` too: a --db URL that went through a Path (typer's option type)
+# has its `//` folded into `/`.
+_URL = re.compile(r"(?i)([a-z][a-z0-9+.-]+):/+(.*)", re.S)
+_POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def db_location(given: Path | str | None = None) -> Path | str:
+    """Where the history is: --db (`given`), else $EDGEPACK_DB, else the default file. A
+    PostgreSQL URL comes back as a str, a SQLite file as a Path; a URL of any other scheme
+    (a misspelled one) is refused rather than taken for a file name."""
+    text = str(given) if given is not None else os.environ.get(ENV_DB) or ""
+    if not text:
+        return default_db_path()
+    m = _URL.fullmatch(text)
+    if m is None:
+        return Path(text).expanduser()
+    scheme = m.group(1).lower()
+    if scheme not in _POSTGRES_SCHEMES:
+        raise EdgepackError(
+            f"--db {redact(m.group(1) + '://' + m.group(2))}: unknown database URL scheme "
+            f"{m.group(1)!r}: give postgresql://USER@HOST:PORT/DB or a SQLite file path")
+    return f"{scheme}://{m.group(2)}"
+
+
+def redact(url: str) -> str:
+    """A database URL as messages may show it: without its password."""
+    url = re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", url)
+    return re.sub(r"(?i)([?&]password=)[^&]*", r"\1***", url)
+
+
+class StoreUnavailable(EdgepackError):
+    """The store's server went away; what was being written was not stored. The store tries
+    again on the next write."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, ExitCode.DEVICE)
 
 
 # ---------------------------------------------------------------------------- records read back
@@ -109,6 +147,7 @@ class HistoryRun:
     profile: list[OpTime] = field(default_factory=list)
     verdicts: list[StoredVerdict] = field(default_factory=list)
     device: DeviceInfo | None = None
+    host: str | None = None  # the machine whose bench ran it (its session's host)
     # The whole DeployResult as stored (schema 2 on); parsed on demand: listings never need it.
     result_json: str | None = field(default=None, repr=False, metadata={INTERNAL: True})
 
@@ -182,10 +221,17 @@ class HistoryStore(ABC):
 
     @classmethod
     def open(cls, path: Path | str | None = None) -> HistoryStore:
-        """The store at `path` (default: default_db_path()): a SQLite file, the one backend."""
+        """The store at `path` (default: $EDGEPACK_DB, else default_db_path()): a
+        postgresql://USER@HOST:PORT/DB URL is a PostgreSQL database, anything else a SQLite
+        file."""
+        given = db_location(path)
+        if isinstance(given, str):
+            from edgepack.history.postgres import PostgresStore
+
+            return PostgresStore(given)
         from edgepack.history.sqlite import SQLiteStore
 
-        return SQLiteStore(Path(path) if path is not None else default_db_path())
+        return SQLiteStore(given)
 
     # -------------------------------------------------------------------- what a backend does
 
@@ -285,11 +331,17 @@ class HistoryStore(ABC):
 
 
 class HistoryListener(BenchListener):
-    """Writes every run to the store as soon as it ends."""
+    """Writes every run to the store as soon as it ends.
+
+    A store whose server went away (StoreUnavailable) does not stop the bench: the runs that
+    cannot be stored are noted, later ones are tried again (a restarted server takes them), and
+    the bench ends with exit 3 naming every run not stored."""
 
     def __init__(self, store: HistoryStore) -> None:
         self.store = store
         self.session: str | None = None
+        self.unstored: list[BenchRun] = []
+        self._lost: StoreUnavailable | None = None
 
     def on_start(self, plan: BenchPlan) -> None:
         self.session = plan.session
@@ -297,10 +349,24 @@ class HistoryListener(BenchListener):
 
     def on_run_end(self, run: BenchRun) -> None:
         assert self.session is not None
-        self.store.add_run(self.session, run)
+        try:
+            self.store.add_run(self.session, run)
+        except StoreUnavailable as exc:
+            self._lost = exc
+            self.unstored.append(run)
 
     def on_end(self, result: BenchResult) -> None:
-        self.store.end_session(result)
+        try:
+            self.store.end_session(result)
+        except StoreUnavailable as exc:
+            self._lost = exc
+        if self._lost is not None:
+            names = ", ".join(f"{r.serial} {r.bundle_name} {r.config_key} #{r.repeat + 1}"
+                              for r in self.unstored)
+            stored = len(result.runs) - len(self.unstored)
+            raise StoreUnavailable(
+                f"{self._lost.message}; {stored} of {len(result.runs)} run(s) stored"
+                + (f", not stored: {names}" if names else ", the session's end not stored"))
 
 
 def parse_since(text: str, now: datetime | None = None) -> str:

@@ -89,9 +89,9 @@ class CountingDevice:
         self.calls.append("shell")
         return self._inner.shell(command, timeout)
 
-    def push(self, local, remote, progress=None, mode=0o644):  # noqa: ANN001, ANN201
+    def push(self, local, remote, progress=None, mode=0o644, **part):  # noqa: ANN001, ANN003, ANN201
         self.calls.append("push")
-        return self._inner.push(local, remote, progress, mode)
+        return self._inner.push(local, remote, progress, mode, **part)
 
     def pull(self, remote, local):  # noqa: ANN001, ANN201
         self.calls.append("pull")

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, unavailable
+from tests.lab.pgserver import pg_bin
 
 # Every program the tests run or the code they drive runs, and what for.
 PROGRAMS = {
@@ -39,6 +40,7 @@ PROGRAMS = {
     "readelf": "checking the host runner's RUNPATH",
     "getconf": "the host's glibc, and the board's through the virtual device",
     "sh": "the host userland's shell, the state probes, scripts",
+    "runuser": "the PostgreSQL test server runs as the postgres user",
     # The host userland's commands, and what the virtual device's own tools run.
     **{name: "the host userland" for name in (
         "awk", "cat", "cut", "date", "df", "du", "echo", "find", "grep", "hostname", "mkdir",
@@ -72,6 +74,9 @@ LIBRARIES = {
                                                     "-print-file-name=crt1.o"),
     "gcc's AddressSanitizer": lambda: _compiler_file("gcc", "-print-file-name=libasan.so"),
     "clang's libFuzzer": _libfuzzer,
+    # Off PATH on Debian (/usr/lib/postgresql/VERSION/bin): the history tests' own server.
+    **{f"PostgreSQL's {name}": (lambda name=name: pg_bin(name))
+       for name in ("initdb", "pg_ctl", "postgres")},
 }
 
 
@@ -148,12 +153,13 @@ def closure() -> set[str]:
 def test_setup_lists_the_cross_c_library_and_the_android_userland() -> None:
     packages = setup_packages()
     for package in ("libc6-dev-arm64-cross", "gcc-aarch64-linux-gnu", "mksh", "toybox",
-                    "qemu-user", "chromium", "libclang-rt-14-dev", "adb"):
+                    "qemu-user", "chromium", "libclang-rt-14-dev", "adb", "postgresql"):
         assert package in packages
     # The demo's virtual device gets Android's userland without --dev too.
     plain = subprocess.run(["bash", str(REPO / "scripts" / "setup.sh"), "--list"],
                            capture_output=True, text=True, check=True).stdout.split()
     assert {"adb", "mksh", "toybox", "libc6-dev"} <= set(plain) and "chromium" not in plain
+    assert "postgresql" not in plain  # a lab's server is the lab's; only the tests start one
 
 
 def test_every_program_the_tests_run_comes_from_setup(closure: set[str]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import platform
 import sqlite3
 from dataclasses import replace
 from enum import Enum
@@ -91,7 +92,7 @@ def error_run() -> BenchRun:
                     error="not run: it's gone")
 
 
-def store_runs(path: Path, runs: list[BenchRun]) -> list[int]:
+def store_runs(path: Path | str, runs: list[BenchRun]) -> list[int]:
     with HistoryStore.open(path) as store:
         store.begin_session(BenchPlan("s1", "main", BenchParams(), [BundleRef("odd", SHA, "")],
                                       ["A", "gone"], {"A": 1, "gone": 1},
@@ -100,9 +101,14 @@ def store_runs(path: Path, runs: list[BenchRun]) -> list[int]:
 
 
 def test_every_field_of_a_run_comes_back_from_the_store(tmp_path):
+    check_every_field(tmp_path / "h.db")
+
+
+def check_every_field(where: Path | str) -> None:
+    """Every field through the store at `where` (test_history_postgres: PostgreSQL's too)."""
     run = odd_run()
-    (run_id,) = store_runs(tmp_path / "h.db", [run])
-    with HistoryStore.open(tmp_path / "h.db") as store:
+    (run_id,) = store_runs(where, [run])
+    with HistoryStore.open(where) as store:
         (back,) = store.runs()
     result = run.result
     runner = result.sets[0].runner
@@ -123,6 +129,7 @@ def test_every_field_of_a_run_comes_back_from_the_store(tmp_path):
             StoredVerdict(0, "logits", True, "within tolerance", None),
         ],
         device=run.device,
+        host=platform.node(),
     )
     assert canon(replace(back, result_json=None)) == canon(expected)
     assert back.status is RunStatus.FAIL
@@ -134,9 +141,13 @@ def test_every_field_of_a_run_comes_back_from_the_store(tmp_path):
 
 
 def test_a_run_that_never_ran_comes_back_with_its_nones(tmp_path):
+    check_never_ran(tmp_path / "h.db")
+
+
+def check_never_ran(where: Path | str) -> None:
     run = error_run()
-    store_runs(tmp_path / "h.db", [run])
-    with HistoryStore.open(tmp_path / "h.db") as store:
+    store_runs(where, [run])
+    with HistoryStore.open(where) as store:
         (back,) = store.runs()
     assert back.status is RunStatus.ERROR and back.error == "not run: it's gone"
     assert (back.model, back.abi, back.sdk, back.device, back.device_model) == (
