@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +38,7 @@ from edgepack.devices.state import (
     state_warnings,
 )
 from edgepack.errors import EdgepackError, ExitCode, short
-from edgepack.profile import OpTime, parse_profile
+from edgepack.profile import EpPlacement, OpTime, parse_placement, parse_profile
 from edgepack.records import (
     BenchListener,
     BenchParams,
@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from edgepack.bundle import Bundle
     from edgepack.deploy import DeployOptions
     from edgepack.devices.base import Device
+    from edgepack.devices.state import DeviceState
     from edgepack.executors import Executor
 
 RunFn = Callable[["Bundle", RunConfig, Path], "DeployResult"]
@@ -153,9 +154,16 @@ def run_bench(
     if not targets:
         raise EdgepackError("no devices to run on")
     refs = [BundleRef(b.name, b.sha256, str(b.path)) for b in bundles]
-    configs = {t.serial: params.configs(t.cpu_affinity) for t in targets}
+    for key in params.eps_named:
+        if not any(_names(key, b) for b in bundles):
+            raise EdgepackError(f"--ep {key}=...: no bundle of this bench is named {key!r} "
+                                f"(bundles: {', '.join(b.name for b in bundles)})")
+    # Configurations per device and bundle: a device's affinity, a bundle's own providers.
+    bundle_eps = [params.eps_for(b.name, str(b.path)) for b in bundles]
+    configs = {(t.serial, b): params.configs(t.cpu_affinity, bundle_eps[b])
+               for t in targets for b in range(len(bundles))}
     plans = {t.serial: [_Item(b, c, r) for b in range(len(bundles))
-                        for c in range(len(configs[t.serial])) for r in range(params.repeat)]
+                        for c in range(len(configs[t.serial, b])) for r in range(params.repeat)]
              for t in targets}
     plan = BenchPlan(session or uuid.uuid4().hex[:12], label, params, refs, serials,
                      {s: len(p) for s, p in plans.items()}, now_iso())
@@ -170,7 +178,9 @@ def run_bench(
         # Daemon threads: a device hung inside adb must not keep the process alive at exit.
         worker = threading.Thread(
             target=_worker, name=f"bench-{target.serial}", daemon=True,
-            args=(target, bundles, refs, configs[target.serial], plans[target.serial], params,
+            args=(target, bundles, refs,
+                  [configs[target.serial, b] for b in range(len(bundles))],
+                  plans[target.serial], params,
                   Path(work_dir), events.put, stops[target.serial]),
         )
         worker.start()
@@ -193,7 +203,7 @@ def run_bench(
         active.discard(serial)
         in_flight.pop(serial, None)
         for item in pending.pop(serial, []):
-            record(_error_run(serial, refs[item.bundle], configs[serial][item.config],
+            record(_error_run(serial, refs[item.bundle], configs[serial, item.bundle][item.config],
                               item.repeat, reason, devices.get(serial)))
         for listener in listeners:
             listener.on_device_end(serial, reason)
@@ -223,7 +233,8 @@ def run_bench(
                                             time.monotonic() + deadlines[ev.item.bundle])
                     for listener in listeners:
                         listener.on_run_start(ev.serial, refs[ev.item.bundle],
-                                              configs[ev.serial][ev.item.config], ev.item.repeat)
+                                              configs[ev.serial, ev.item.bundle][ev.item.config],
+                                              ev.item.repeat)
                 elif ev.kind == "run" and ev.item is not None and ev.run is not None:
                     in_flight.pop(ev.serial, None)
                     pending[ev.serial].remove(ev.item)
@@ -262,7 +273,7 @@ def _worker(
     target: Target,
     bundles: Sequence[Bundle],
     refs: list[BundleRef],
-    configs: list[RunConfig],
+    configs: list[list[RunConfig]],  # per bundle
     items: list[_Item],
     params: BenchParams,
     work_dir: Path,
@@ -279,7 +290,7 @@ def _work(
     target: Target,
     bundles: Sequence[Bundle],
     refs: list[BundleRef],
-    configs: list[RunConfig],
+    configs: list[list[RunConfig]],  # per bundle
     items: list[_Item],
     params: BenchParams,
     work_dir: Path,
@@ -292,18 +303,33 @@ def _work(
     except Exception as exc:
         emit(_Event("end", serial, error=f"unavailable: {_reason(exc)}"))
         return
+    # --cooldown auto waits for the device to come back to where its first run started.
+    start = (probe_state(target.shell) if params.cooldown_auto and target.shell is not None
+             else None)
     for n, item in enumerate(items):
-        if n and params.cooldown_s:
+        waited, cut = 0.0, False
+        if n and params.cooldown_auto:
+            waited, gave_up = cool_down(target.shell, start, stop=stop)
+            cut = gave_up is not None
+        elif n and params.cooldown_s:
             # Lets a phone shed the heat of the last run, so runs start from the same state.
             stop.wait(params.cooldown_s)
+            waited = params.cooldown_s
         if stop.is_set():
             return
         emit(_Event("start", serial, item))
-        config = configs[item.config]
+        config = configs[item.bundle][item.config]
         run_dir = (work_dir / _safe(serial) / f"{item.bundle}-{_safe(refs[item.bundle].name)}"
                    / _safe(config_key(config)) / f"r{item.repeat}")
         run = _one_run(target, bundles[item.bundle], refs[item.bundle], config, item.repeat,
                        run_dir, info, params)
+        if waited or cut:
+            # The history keeps warnings, not these fields: a cut wait is said there too.
+            said = ([f"--cooldown auto gave up after {waited:.0f} s: the device had not come "
+                     "back to its first run's thermal status and battery temperature"]
+                    if cut else [])
+            run = replace(run, cooldown_waited_s=waited, cooldown_cut=cut,
+                          warnings=[*run.warnings, *said])
         if stop.is_set():
             return
         emit(_Event("run", serial, item, run))
@@ -334,7 +360,15 @@ def _one_run(
         error = _reason(exc)
     after = probe_state(target.shell) if probe and target.shell else None
     warnings = state_warnings(before, after)
+    fallback = result.ep_fallback if result is not None else None
+    if fallback is not None:
+        # The row keeps the provider asked for as its key; the warning (and ep_used) say what
+        # ran, so no report can show a fallback as the provider.
+        warnings.append(fallback)
+        if params.strict_ep:
+            error = f"--strict-ep: {fallback}"
     profile: list[OpTime] = []
+    placement: EpPlacement | None = None
     if result is not None and config.profile:
         path = _profile_path(result, run_dir)
         if path is None:
@@ -343,9 +377,10 @@ def _one_run(
             try:
                 # The last N model_runs are the timed ones: N latencies were reported.
                 profile = parse_profile(path, len(result.sets[0].runner.latencies_ms))
+                placement = parse_placement(path, config.ep)
             except EdgepackError as exc:
                 warnings.append(f"profile: {exc.message}")
-    status = (RunStatus.ERROR if result is None
+    status = (RunStatus.ERROR if result is None or error is not None
               else RunStatus.PASS if result.passed else RunStatus.FAIL)
     return BenchRun(
         serial=target.serial,
@@ -365,7 +400,48 @@ def _one_run(
         warnings=warnings,
         profile=profile,
         work_dir=str(run_dir),
+        placement=placement,
     )
+
+
+# `--cooldown auto` gives up after this long and says so in the run's validity.
+AUTO_COOLDOWN_MAX_S = 120.0
+AUTO_COOLDOWN_POLL_S = 2.0
+# The battery may be this much warmer than at the session's start and count as cooled down:
+# dumpsys reports tenths of a degree, and a phone on a desk wanders by a few.
+AUTO_COOLDOWN_SLACK_C = 0.5
+
+
+def cool_down(shell: ShellFn | None, start: DeviceState | None,
+              clock: Callable[[], float] = time.monotonic,
+              stop: threading.Event | None = None) -> tuple[float, float | None]:
+    """`--cooldown auto` (bench's and ab's): wait until the thermal status and the battery's
+    temperature are back to `start` (the session's first probe), at most AUTO_COOLDOWN_MAX_S.
+    Returns the seconds waited and, when it gave up, after how long. Nothing to wait for on a
+    device that reports neither (the host)."""
+    if shell is None or start is None or (start.thermal_status is None
+                                          and start.battery_temp_c is None):
+        return 0.0, None
+    t0 = clock()
+    while True:
+        now = probe_state(shell)
+        if now is not None and cooled(start, now):
+            return clock() - t0, None
+        waited = clock() - t0
+        if waited >= AUTO_COOLDOWN_MAX_S or (stop is not None and stop.is_set()):
+            return waited, waited
+        if stop is not None:
+            stop.wait(AUTO_COOLDOWN_POLL_S)
+        else:
+            time.sleep(AUTO_COOLDOWN_POLL_S)
+
+
+def cooled(start: DeviceState, now: DeviceState) -> bool:
+    if (start.thermal_status is not None and now.thermal_status is not None
+            and now.thermal_status > start.thermal_status):
+        return False
+    return not (start.battery_temp_c is not None and now.battery_temp_c is not None
+                and now.battery_temp_c > start.battery_temp_c + AUTO_COOLDOWN_SLACK_C)
 
 
 def _profile_path(result: DeployResult, run_dir: Path) -> Path | None:
@@ -375,6 +451,10 @@ def _profile_path(result: DeployResult, run_dir: Path) -> Path | None:
     candidates = [Path(named), run_dir / Path(named).name] if named else []
     candidates += sorted(run_dir.glob("*.json"))
     return next((p for p in candidates if p.is_file()), None)
+
+
+def _names(key: str, bundle: Bundle) -> bool:
+    return key == bundle.name or Path(key).resolve() == Path(bundle.path).resolve()
 
 
 def _alive(target: Target) -> bool:

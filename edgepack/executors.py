@@ -136,6 +136,10 @@ def run_bundle(
                                       judge(bundle, test_set.index, out_dir)))
             info, engine, target = prepared.info, prepared.engine, prepared.runner_target
             notes, transfer = list(prepared.notes), prepared.transfer or Transfer()
+    if bundle.manifest.quantization is not None:
+        from edgepack.quantize import cost_note
+
+        notes.append(cost_note(bundle.manifest.quantization))
     return DeployResult(
         bundle_name=bundle.name,
         bundle_sha256=bundle.sha256,

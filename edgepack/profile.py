@@ -112,3 +112,74 @@ def _number(ev: dict[str, Any], key: str) -> float:
         return float(ev.get(key) or 0)
     except (TypeError, ValueError):
         return 0.0
+
+
+# edgepack's --ep names -> the provider names onnxruntime writes in a profile's node events.
+ORT_PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "xnnpack": "XnnpackExecutionProvider",
+    "nnapi": "NnapiExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+}
+
+
+@dataclass(frozen=True)
+class EpPlacement:
+    """Where one timed inference's nodes ran, read from onnxruntime's profile: the device's
+    truth beside `edgepack check`'s prediction.
+
+    A compiling provider (NNAPI, CoreML) runs each partition as one fused node, so for those
+    `nodes_on_ep` counts partitions' fused nodes, not the model's nodes inside them."""
+
+    ep: str  # the provider asked for (edgepack's name)
+    nodes: int  # node events in one inference
+    nodes_on_ep: int
+    partitions: int  # runs of consecutive nodes on the asked provider
+    cpu_ops: list[str]  # operator types that ran on the CPU instead (empty when cpu was asked)
+    by_provider: dict[str, int]
+
+    @property
+    def summary(self) -> str:
+        if self.ep == "cpu":
+            return f"cpu: all {self.nodes} node(s)"
+        text = (f"{self.ep}: {self.nodes_on_ep} of {self.nodes} node(s) in "
+                f"{self.partitions} partition(s)")
+        if self.cpu_ops:
+            text += f"; on the CPU: {', '.join(self.cpu_ops)}"
+        return text
+
+
+def parse_placement(path: Path, ep: str) -> EpPlacement:
+    """The last inference of a profile (a timed one), node by node in the order they ran."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EdgepackError(f"{path}: unreadable onnxruntime profile ({short(exc)})",
+                            ExitCode.DEVICE) from None
+    events = doc.get("traceEvents", []) if isinstance(doc, dict) else doc
+    events = [ev for ev in (events if isinstance(events, list) else []) if isinstance(ev, dict)]
+    runs = sorted((_number(ev, "ts"), _number(ev, "ts") + _number(ev, "dur")) for ev in events
+                  if ev.get("cat") == "Session" and ev.get("name") == "model_run")
+    if not runs:
+        raise EdgepackError(f"{path}: the profile has no model_run event", ExitCode.DEVICE)
+    start, end = runs[-1]
+    nodes = sorted(
+        (_number(ev, "ts"), ev.get("args") if isinstance(ev.get("args"), dict) else {})
+        for ev in events
+        if ev.get("cat") == "Node" and str(ev.get("name", "")).endswith("_kernel_time")
+        and start <= _number(ev, "ts") <= end
+    )
+    wanted = ORT_PROVIDERS.get(ep, ep)
+    by_provider: dict[str, int] = {}
+    partitions, on_ep, previous = 0, 0, False
+    cpu_ops: list[str] = []
+    for _, args in nodes:
+        provider = str(args.get("provider") or "?")
+        by_provider[provider] = by_provider.get(provider, 0) + 1
+        here = provider == wanted
+        on_ep += here
+        partitions += here and not previous
+        previous = here
+        if not here and ep != "cpu":
+            cpu_ops.append(str(args.get("op_name") or "?"))
+    return EpPlacement(ep, len(nodes), on_ep, partitions, sorted(set(cpu_ops)), by_provider)

@@ -12,14 +12,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from edgepack.compare import OutputVerdict
 from edgepack.devices.base import DeviceInfo
 from edgepack.devices.state import DeviceState
 from edgepack.errors import EdgepackError, ExitCode
-from edgepack.profile import OpTime, merge_op_times
+from edgepack.images_out import SavedImage
+from edgepack.labels import TopClasses
+from edgepack.profile import EpPlacement, OpTime, merge_op_times
 from edgepack.runner.result import RSS_PROCESS, RunConfig, RunnerResult, parse_cpu_mask
 from edgepack.stats import LatencyStats, RepeatDrift, latency_stats, repeat_drift
+
+if TYPE_CHECKING:
+    from edgepack.validity import ValidityRules
 
 
 class RunStatus(StrEnum):
@@ -71,6 +77,8 @@ class DeployResult:
     run_s: float
     transfer: Transfer = field(default_factory=Transfer)
     notes: list[str] = field(default_factory=list)
+    top_classes: list[TopClasses] = field(default_factory=list)  # --labels
+    images: list[SavedImage] = field(default_factory=list)  # --save-images
 
     @property
     def passed(self) -> bool:
@@ -79,6 +87,39 @@ class DeployResult:
     @property
     def verdicts(self) -> list[OutputVerdict]:
         return [v for s in self.sets for v in s.verdicts]
+
+    @property
+    def ep_requested(self) -> str:
+        return self.config.ep
+
+    @property
+    def ep_used(self) -> str | None:
+        """The provider the runner ran on: the first set's (they share one configuration)."""
+        return self.sets[0].runner.ep_used if self.sets else None
+
+    @property
+    def ep_fallback(self) -> str | None:
+        """A sentence when a set ran on another provider than the one asked for, else None."""
+        return ep_fallback_text(self.config.ep, [s.runner for s in self.sets])
+
+
+def ep_fallback_text(asked: str, runners: Sequence[RunnerResult]) -> str | None:
+    """`ep fallback: asked for xnnpack, ran on cpu: <the runner's reason>`, or None when every
+    runner ran on what was asked. A runner that said nothing about it is still judged by its
+    ep_used: the label must never claim a provider that did not run."""
+    for runner in runners:
+        if runner.ep_used != asked:
+            why = runner.ep_fallback_reason or "the runner gave no reason"
+            return f"ep fallback: asked for {asked}, ran on {runner.ep_used}: {why}"
+    return None
+
+
+def ep_label(asked: str, used: str | None) -> str:
+    """How reports name a run's provider: `xnnpack` when it ran, `xnnpack -> cpu (fallback)`
+    when another ran, `xnnpack (not run)` when nothing ran."""
+    if used is None:
+        return f"{asked} (not run)"
+    return asked if used == asked else f"{asked} -> {used} (fallback)"
 
 
 
@@ -130,29 +171,74 @@ class BenchParams:
     timeout_s: float = 600.0  # one runner invocation
     run_deadline_s: float | None = None  # one whole run; None: see deadline_s
     probe_state: bool = True
+    strict_ep: bool = False  # a provider fallback is a device failure (exit 3), not a warning
+    # Per-bundle providers over `eps`: (bundle name or path as given, its providers), so a
+    # detector on NNAPI and a parser on CPU run in one bench.
+    bundle_eps: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # The bundles `--ep BUNDLE=EP` named: each must be one of the bench's (lab.toml may name
+    # bundles a bench does not run).
+    eps_named: tuple[str, ...] = ()
+    # "ab": an `edgepack ab` session, whose runs alternate between two bundles in ABBA rounds
+    # (a run's `repeat` is its place in the session, so round k is runs 2k and 2k + 1).
+    kind: str = "bench"
+    # Validity (edgepack.validity), MLPerf's min query count / min duration / max duration: a
+    # run timing fewer iterations or seconds (the sum of its iterations) is invalid, one past
+    # the cap (wall time) semivalid. They judge, as `ab`'s do; --iterations decides how long a
+    # run is (the runner's own --min-seconds counts loop time, overhead included, so a run it
+    # stopped could still time less than the minimum).
+    min_iterations: int = 1
+    min_seconds: float = 0.0
+    max_seconds: float | None = None
+    # --cooldown auto: before each run, wait (bounded) until the device's thermal status and
+    # battery temperature are back to where its first run started (bench.cool_down).
+    cooldown_auto: bool = False
 
     def __post_init__(self) -> None:
         if self.repeat < 1 or self.iterations < 1 or self.warmup < 0:
             raise EdgepackError("--repeat and --iterations must be >= 1, --warmup >= 0")
         if self.cooldown_s < 0:
             raise EdgepackError("--cooldown must be >= 0 seconds")
+        self.rules()  # the minimums and the cap: fail before any device runs
+        if self.iterations < self.min_iterations:
+            raise EdgepackError(f"--iterations {self.iterations} is below --min-iterations "
+                                f"{self.min_iterations}: every run would be invalid")
         if not self.threads or not self.eps:
             raise EdgepackError("--threads and --ep need at least one value each")
         if self.cpu_affinity is not None:
             parse_cpu_mask(self.cpu_affinity)
         self.configs(None)  # RunConfig checks the EPs and levels: fail before any device runs
+        for _, eps in self.bundle_eps:
+            self.configs(None, eps)
 
-    def configs(self, affinity: str | None) -> list[RunConfig]:
-        """The sweep, EP-major; `affinity` is a device's own mask (lab.toml) over the default."""
+    def rules(self) -> ValidityRules:
+        """What every run of this bench is judged against."""
+        from edgepack.validity import ValidityRules
+
+        return ValidityRules(min_iterations=self.min_iterations, min_seconds=self.min_seconds,
+                             max_seconds=self.max_seconds)
+
+    def configs(self, affinity: str | None, eps: Sequence[str] | None = None
+                ) -> list[RunConfig]:
+        """The sweep, EP-major; `affinity` is a device's own mask (lab.toml) over the default,
+        `eps` a bundle's own providers (eps_for) over the sweep's."""
         return [
             RunConfig(
                 warmup=self.warmup, iterations=self.iterations, threads=threads, ep=ep,
                 optimization=self.optimization, profile=self.profile, timeout_s=self.timeout_s,
                 cpu_affinity=affinity or self.cpu_affinity,
             )
-            for ep in self.eps
+            for ep in (eps or self.eps)
             for threads in self.threads
         ]
+
+    def eps_for(self, name: str, path: str) -> tuple[str, ...]:
+        """A bundle's providers: its own (named by manifest name or by path) or the sweep's."""
+        from pathlib import Path
+
+        for key, eps in self.bundle_eps:
+            if key == name or (Path(key).resolve() == Path(path).resolve()):
+                return eps
+        return self.eps
 
     def deadline_s(self, test_sets: int) -> float:
         """How long one run may go unanswered before its device is given up as hung: the
@@ -193,6 +279,12 @@ class BenchRun:
     warnings: list[str] = field(default_factory=list)
     profile: list[OpTime] = field(default_factory=list)
     work_dir: str | None = None  # where the run's outputs were kept (test_data_set_<k>/)
+    # With --profile: where the nodes ran (not stored in the history, which keeps `profile`).
+    placement: EpPlacement | None = None
+    # --cooldown auto: seconds waited before the run, and whether the wait gave up (the device
+    # had not come back to its starting state: the run is semivalid).
+    cooldown_waited_s: float = 0.0
+    cooldown_cut: bool = False
 
     @property
     def latencies_ms(self) -> list[float]:
@@ -234,6 +326,7 @@ class GroupSummary:
     # What peak_rss_mb covers: the runner's whole process, or (Python engine) what the session
     # added to a process that also holds the interpreter; the two are not comparable.
     peak_rss_scope: str | None = None
+    placement: EpPlacement | None = None  # the last profiled repeat's, with --profile
 
     @property
     def peak_rss_text(self) -> str:
@@ -270,6 +363,15 @@ class GroupSummary:
     @property
     def model(self) -> str:
         return (self.device.model if self.device and self.device.model else self.serial)
+
+    @property
+    def ep_requested(self) -> str:
+        return self.config.ep
+
+    @property
+    def ep_text(self) -> str:
+        """The provider asked for and the one that ran, as every report labels a row."""
+        return ep_label(self.config.ep, self.ep_used)
 
 
 @dataclass(frozen=True)
@@ -395,6 +497,7 @@ def summarize(runs: Sequence[BenchRun]) -> list[GroupSummary]:
             warnings=warnings,
             profile=merge_op_times([r.profile for r in done if r.profile]),
             repeat_stats=repeats,
+            placement=next((r.placement for r in reversed(done) if r.placement), None),
         ))
     return summaries
 

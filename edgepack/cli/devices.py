@@ -8,14 +8,26 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from edgepack.cli.app import app
-from edgepack.cli.host import render_deploy_result
+from edgepack.cli.host import (
+    ForceOpt,
+    LabelsOpt,
+    OutputsOpt,
+    SaveImagesOpt,
+    ep_checked,
+    placement_noted,
+    profile_dir,
+    render_deploy_result,
+    strict_ep_failure,
+)
 from edgepack.cli.options import (
     EpOpt,
     IterationsOpt,
     JsonOpt,
     MinSecondsOpt,
     OptimizationOpt,
+    PlacementOpt,
     ReportOpt,
+    StrictEpOpt,
     ThreadsOpt,
     WarmupOpt,
     number,
@@ -56,15 +68,19 @@ def devices(server: ServerOpt = None, json_out: JsonOpt = False) -> None:
             infos.append(AdbDevice(listed.serial, address).info())
         except EdgepackError:
             infos.append(DeviceInfo(listed.serial, "unknown", "unreachable"))
+    providers = {d.serial: _device_providers(d) for d in infos}
     if json_out:
-        emit_json(infos)
+        from dataclasses import asdict
+
+        emit_json([{**asdict(d), "providers": providers[d.serial]} for d in infos])
         return
     if not infos:
         console().print(f"no devices on the adb server at {address}", markup=False)
         return
     table = Table(title=f"devices on {address}", title_justify="left")
     # Android's SDK level, or a Linux board's glibc: what decides which runner builds run there.
-    for col in ("serial", "state", "model", "ABIs", "SDK / glibc", "SoC", "runner", "free"):
+    for col in ("serial", "state", "model", "ABIs", "SDK / glibc", "SoC", "runner", "providers",
+                "free"):
         table.add_column(col)
     for d in infos:
         platform = (str(d.sdk) if d.sdk is not None
@@ -72,9 +88,21 @@ def devices(server: ServerOpt = None, json_out: JsonOpt = False) -> None:
         table.add_row(
             d.serial, d.state, (d.model or "-") + (" (virtual)" if d.virtual else ""),
             ",".join(d.abis) or "-", platform, d.soc or "-", d.runner_target or "-",
-            size(d.free_bytes),
+            ",".join(providers[d.serial] or []) or "-", size(d.free_bytes),
         )
     console().print(table)
+
+
+def _device_providers(info: object) -> list[str] | None:
+    """The providers of the runner this device would run (its target's build); None when
+    that runner is not built, so nothing can be said."""
+    from edgepack.devices.base import DeviceInfo
+    from edgepack.runner.cache import find_runner
+    from edgepack.runner.local import build_providers
+
+    assert isinstance(info, DeviceInfo)
+    build = find_runner(info.runner_target) if info.runner_target else None
+    return build_providers(build).providers if build is not None else None
 
 
 class _RichListener:
@@ -143,12 +171,14 @@ def deploy(
         "--keep", help="Keep the run's outputs on the device.")] = False,
     break_lock: Annotated[bool, typer.Option(
         "--break-lock", help="Take the device even if another deploy's lock is on it.")] = False,
-    outputs: Annotated[Path | None, typer.Option(
-        "--outputs", help="Keep the pulled outputs in this directory "
-        "(test_data_set_<k>/output_<i>.pb, as in the bundle), replacing files of those names.")
-    ] = None,
+    outputs: OutputsOpt = None,
+    force: ForceOpt = False,
+    labels: LabelsOpt = None,
+    save_images: SaveImagesOpt = None,
     report: ReportOpt = None,
     server: ServerOpt = None,
+    strict_ep: StrictEpOpt = False,
+    profile: PlacementOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Push a bundle and the runner to a device, run it there, pull and compare the outputs."""
@@ -158,34 +188,35 @@ def deploy(
     from edgepack.deploy import DeployOptions
     from edgepack.deploy import deploy as run_deploy
     from edgepack.devices.adb import resolve_device
-    from edgepack.errors import EdgepackError, ExitCode
+    from edgepack.errors import ExitCode
     from edgepack.runner.result import RunConfig
 
     config = RunConfig(warmup=warmup, iterations=iterations, min_seconds=min_seconds,
                        threads=threads, ep=ep, nnapi_fp16=nnapi_fp16,
                        nnapi_cpu_disabled=nnapi_cpu_disabled, optimization=optimization,
-                       timeout_s=timeout, cpu_affinity=cpu_affinity)
+                       timeout_s=timeout, cpu_affinity=cpu_affinity, profile=profile)
     if runner_target:
         from edgepack.runner.targets import get_target
 
         get_target(runner_target)
+    from edgepack.outputs_dir import OutputRequest, after_run, before_run
+
     b = load_bundle(bundle)
-    if outputs is not None:
-        try:
-            outputs.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise EdgepackError(f"--outputs {outputs}: {exc.strerror or exc}",
-                                ExitCode.BAD_INPUT) from None
+    request = OutputRequest(outputs, force, labels, save_images)
+    names = before_run(b, request)
     target = resolve_device(device, _server(server))
     listener = _RichListener(quiet=json_out or not sys.stderr.isatty())
-    result = run_deploy(b, target, config, DeployOptions(runner_target=runner_target, keep=keep,
-                                                         break_lock=break_lock,
-                                                         work_dir=outputs), listener)
+    with profile_dir(profile or request.needs_outputs, outputs) as work_dir:
+        options = DeployOptions(runner_target=runner_target, keep=keep, break_lock=break_lock,
+                                work_dir=Path(work_dir) if work_dir else None)
+        result = ep_checked(placement_noted(run_deploy(b, target, config, options, listener)))
+        result = after_run(b, result, work_dir, request, names)
     if not json_out:
         t = result.transfer
         note(f"pushed {t.files_pushed} file(s), {size(t.bytes_pushed)} in {t.push_s:.2f} s; "
              f"{t.files_skipped} unchanged file(s) ({size(t.bytes_skipped)}) already on the device")
     render_deploy_result(result, json_out, report)
+    strict_ep_failure(result, strict_ep)
     if not result.passed:
         raise typer.Exit(int(ExitCode.MISMATCH))
 

@@ -17,8 +17,9 @@ def console(stderr: bool = False) -> Console:
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
-    # Piped output (CI logs, files) gets room for the wide tables instead of rich's 80 columns.
-    width = None if stream.isatty() else 160
+    # Piped output (CI logs, files) gets room for the bench table (18 columns) instead of
+    # rich's 80.
+    width = None if stream.isatty() else 200
     return Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
 
 
@@ -63,13 +64,15 @@ def verdict_table(verdicts: list[OutputVerdict], title: str | None = None) -> An
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    for col in ("output", "verdict", "max abs", "max rel", "mean abs", "cosine", "SNR dB",
-                "top-1", "top-5", "rtol / atol"):
-        table.add_column(col, justify="left" if col in ("output", "verdict") else "right")
+    for col in ("output", "shape", "verdict", "max abs", "max rel", "mean abs", "cosine",
+                "SNR dB", "top-1", "top-5", "rtol / atol"):
+        table.add_column(col, justify="left" if col in ("output", "shape", "verdict")
+                         else "right")
     for v in verdicts:
         m = v.metrics
         table.add_row(
             v.name,
+            "x".join(map(str, v.expected_shape)) or "scalar",
             ("[green]pass[/green]" if v.passed else f"[red]FAIL[/red] {escape(v.reason)}")
             + _nonfinite_note(m),
             fmt(m.max_abs_error if m else None),

@@ -76,6 +76,7 @@ def build(
 def list_(json_out: JsonOpt = False) -> None:
     """List the runners built in the cache, and whether each is usable."""
     from edgepack.runner.cache import check_build, list_builds, runners_root, sources_sha256
+    from edgepack.runner.local import build_providers
 
     sources = sources_sha256()
     rows = []
@@ -83,9 +84,15 @@ def list_(json_out: JsonOpt = False) -> None:
         problems = check_build(b)
         status = ("broken: " + "; ".join(problems) if problems
                   else "ok" if b.is_current(sources) else "stale (sources changed)")
-        rows.append((b, status))
+        rows.append((b, status, build_providers(b)))
     if json_out:
-        emit_json([_build_doc(b, status) for b, status in rows])
+        docs = []
+        for b, status, providers in rows:
+            doc = _build_doc(b, status)
+            doc["providers"] = providers.providers
+            doc["providers_from"] = providers.how
+            docs.append(doc)
+        emit_json(docs)
         return
     if not rows:
         note(f"no runners built in {runners_root()}: `edgepack runner build --target host` "
@@ -95,10 +102,13 @@ def list_(json_out: JsonOpt = False) -> None:
 
     table = Table(title=f"runners in {runners_root()}")
     for col in ("target", "onnxruntime", "headers", "compiler", "glibc", "id", "size",
-                "status"):
+                "providers", "status"):
         table.add_column(col)
-    for b, status in rows:
+    for b, status, providers in rows:
+        shown = ",".join(providers.providers) or "-"
+        if not providers.how.startswith("asked"):
+            shown += " (from the library)"
         table.add_row(b.target, b.ort_version, b.headers_version, b.compiler or "?",
                       f">= {b.requires_glibc}" if b.requires_glibc else "-", b.id,
-                      size(b.total_bytes), status)
+                      size(b.total_bytes), shown, status)
     console().print(table)

@@ -17,9 +17,11 @@ from edgepack.trend import TrendSeries, bundle_trend
 
 if TYPE_CHECKING:
     from edgepack.bundle import Bundle
+    from edgepack.check import CheckReport
     from edgepack.history import HistoryStore
     from edgepack.regress import Comparison, RegressionReport
     from edgepack.report.images import ImageComparison
+    from edgepack.validity import Validity
 
 REPORT_FILES = ("report.json", "junit.xml", "report.md", "report.html")
 
@@ -33,6 +35,9 @@ class ReportData:
     images: list[ImageComparison] = field(default_factory=list)
     generated_at: str = ""
     history_db: str | None = None
+    # `edgepack check`'s prediction per bundle (sha256) for the providers the bench asked for,
+    # shown beside what the device reported.
+    ep_checks: dict[str, CheckReport] = field(default_factory=dict)
 
     @property
     def top_ops(self) -> int:
@@ -45,13 +50,23 @@ class ReportData:
 
     def outcome(self, g: GroupSummary) -> str:
         """"fail" (outputs differ or a regression), "error" (a run did not finish),
-        "unjudged" (regress had too few samples to judge latency; outputs passed) or "pass"."""
+        "unjudged" (regress had too few runs to judge latency; outputs passed) or "pass"."""
         c = self.comparison(g)
         if g.status is RunStatus.FAIL or (c is not None and c.regressed):
             return "fail"
         if g.status is RunStatus.PASS and c is not None and c.unjudged:
             return "unjudged"  # never "pass": no slowdown could have been flagged
         return g.status.value
+
+    def validity(self, g: GroupSummary) -> Validity:
+        """The group's runs judged against the bench's minimums and cap: the worst run's
+        verdict, every reason once (edgepack.validity.of_runs); shown beside every figure."""
+        from edgepack.validity import of_runs
+
+        return of_runs([r for r in self.bench.runs
+                        if (r.serial, r.bundle_sha256, r.config_key)
+                        == (g.serial, g.bundle_sha256, g.config_key)],
+                       self.bench.params.rules())
 
     @property
     def counts(self) -> dict[str, int]:
@@ -97,7 +112,29 @@ def build_report(
                     work_dirs[key] = run.work_dir
         images = image_comparisons(groups, {b.sha256: b for b in bundles}, work_dirs, max_images)
     return ReportData(bench, groups, regression, trend, images, now_iso(),
-                      store.location if store is not None else None)
+                      store.location if store is not None else None,
+                      _ep_checks(groups, bundles))
+
+
+def _ep_checks(groups: Sequence[GroupSummary], bundles: Sequence[Bundle]
+               ) -> dict[str, CheckReport]:
+    """check's analysis of each bundle for the providers its runs asked for; only when one
+    asked for more than the CPU (it is cheap, but a CPU-only bench has nothing to compare)."""
+    from edgepack.check import check_bundle
+    from edgepack.errors import EdgepackError
+    from edgepack.providers import PROVIDERS
+
+    checks = {}
+    for bundle in bundles:
+        eps = list(dict.fromkeys(g.config.ep for g in groups
+                                 if g.bundle_sha256 == bundle.sha256 and g.config.ep in PROVIDERS))
+        if not eps or eps == ["cpu"] or bundle.sha256 in checks:
+            continue
+        try:
+            checks[bundle.sha256] = check_bundle(bundle, eps)
+        except EdgepackError:
+            continue  # a report never fails for want of a prediction
+    return checks
 
 
 def write_reports(data: ReportData, directory: Path) -> list[Path]:

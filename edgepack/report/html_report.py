@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from html import escape
+from statistics import median
 
+from edgepack.records import BenchRun, GroupSummary
 from edgepack.report import ReportData
 from edgepack.report.images import ImageComparison
 from edgepack.report.markdown import (
@@ -17,6 +19,7 @@ from edgepack.report.markdown import (
 )
 from edgepack.report.svg import Row, Series, distribution_plot, line_plot
 from edgepack.stats import DRIFT_THRESHOLD, OUTLIER_RULE, UNSTABLE_SPREAD
+from edgepack.validity import Validity, judge_run
 
 CSS = """
 body{font:14px/1.45 system-ui,'Segoe UI',Helvetica,Arial,sans-serif;margin:24px;color:#222}
@@ -58,11 +61,13 @@ def render_html(data: ReportData) -> str:
         _devices(data),
         _results(data),
         _distributions(data),
+        _ab_rounds(data),
         _trend(data),
         _regressions(data),
         _outputs(data),
         _images(data.images),
         _state(data),
+        _providers(data),
         _profiles(data),
         f"<p class='muted'>generated {escape(data.generated_at)} by edgepack"
         + (f"; history: {escape(data.history_db)}" if data.history_db else "") + "</p>",
@@ -122,6 +127,7 @@ def _results(data: ReportData) -> str:
         rows.append([
             escape(g.serial), escape(g.model), escape(g.bundle_name),
             f"<code>{escape(g.config_key)}</code>", _outcome(data.outcome(g)),
+            _validity(data.validity(g)),
             f"{g.completed}/{g.runs}", str(s.count) if s else "0",
             fmt_ms(s.median_ms if s else None), fmt_ms(s.mean_ms if s else None),
             fmt_ms(s.std_ms if s else None), fmt_ms(s.min_ms if s else None),
@@ -129,17 +135,80 @@ def _results(data: ReportData) -> str:
             fmt_ms(s.p99_ms if s else None), fmt_ms(s.max_ms if s else None), cv, spread,
             str(g.outliers) if s else "-", drift,
             fmt_ms(g.session_create_ms), fmt_ms(g.first_inference_ms),
-            escape(g.peak_rss_text), escape(g.ep_used or "-"),
+            escape(g.peak_rss_text), _ep_cell(g),
         ])
     return ("<h2>Latency (ms)</h2><p class='muted'>IQR / median (of the widest repeat) over "
             f"{UNSTABLE_SPREAD * 100:g} % is unstable; outliers: iterations "
             f"{escape(OUTLIER_RULE)} of their repeat; drift: the repeats' medians max / min - 1, "
             f"drifting when over {DRIFT_THRESHOLD * 100:g} % and over the repeats' own IQR / "
             "median; the other figures pool every repeat</p>"
-            + _table(["device", "model", "bundle", "config", "outcome", "runs", "n", "median",
-                      "mean", "std", "min", "p90", "p95", "p99", "max", "CV", "IQR / median",
-                      "outliers", "drift", "load", "first", "peak MB", "EP"],
-                     rows, set(range(5, 22))))
+            + "; validity: valid, semivalid (real figures, moved conditions) or invalid (no "
+            "verdict rests on them), the reasons below</p>"
+            + _table(["device", "model", "bundle", "config", "outcome", "validity", "runs", "n",
+                      "median", "mean", "std", "min", "p90", "p95", "p99", "max", "CV",
+                      "IQR / median", "outliers", "drift", "load", "first", "peak MB", "EP"],
+                     rows, set(range(6, 23)))
+            + _validity_reasons(data))
+
+
+def _validity(v: Validity) -> str:
+    cls = {"valid": "pass", "semivalid": "warn"}.get(v.verdict.value, "fail")
+    return (f"<span class='{cls}' title='{escape('; '.join(v.reasons))}'>"
+            f"{escape(v.verdict.value)}</span>")
+
+
+def _validity_reasons(data: ReportData) -> str:
+    items = [f"<li><b>{escape(g.serial)}</b> {escape(g.bundle_name)} "
+             f"<code>{escape(g.config_key)}</code>: {_validity(v)}: {escape(reason)}</li>"
+             for g in data.groups for v in [data.validity(g)] for reason in v.reasons]
+    return f"<ul>{''.join(items)}</ul>" if items else ""
+
+
+def _ab_rounds(data: ReportData) -> str:
+    """An `ab` session (from the history too): its per-round ratios B/A, plotted. A's and B's
+    k-th runs are round k in either order (ABBA or bundle-major); in an A/A session, where
+    both sides are one bundle, ABBA's order tells them apart."""
+    bench = data.bench
+    if bench.params.kind != "ab" or len(bench.bundles) < 1:
+        return ""
+    from edgepack.report.svg import Series, line_plot
+
+    a_sha = bench.bundles[0].sha256
+    b_sha = bench.bundles[-1].sha256
+    done = sorted((r for r in bench.runs if r.latencies_ms), key=lambda r: r.repeat)
+    if a_sha != b_sha:
+        a_runs = [r for r in done if r.bundle_sha256 == a_sha]
+        b_runs = [r for r in done if r.bundle_sha256 == b_sha]
+        pairs = list(zip(a_runs, b_runs, strict=False))
+    else:
+        by_round: dict[int, dict[str, BenchRun]] = {}
+        for r in done:
+            k, first = divmod(r.repeat, 2)
+            side = ("A" if first == 0 else "B") if k % 2 == 0 else ("B" if first == 0 else "A")
+            by_round.setdefault(k, {})[side] = r
+        pairs = [(v["A"], v["B"]) for _, v in sorted(by_round.items()) if len(v) == 2]
+    rules = bench.params.rules()
+    points, left_out = [], []
+    for k, (a, b) in enumerate(pairs):
+        ratio = median(b.latencies_ms) / median(a.latencies_ms)
+        usable = judge_run(a, rules).usable and judge_run(b, rules).usable
+        (points if usable else left_out).append((k, ratio, f"round {k}: {ratio:.4f}"))
+    if not points and not left_out:
+        return ""
+    series = [Series("round B/A", points)]
+    if left_out:
+        series.append(Series("left out (invalid)", left_out))
+    return ("<h2>A/B rounds</h2><p class='muted'>each round's ratio of medians, B / A (A: "
+            f"{escape(bench.bundles[0].name)}, B: {escape(bench.bundles[-1].name)}); "
+            "<code>edgepack ab</code> gives the interval and the verdict</p>"
+            + line_plot(series, y_unit="B/A", title="per-round ratio of medians (B / A)"))
+
+
+def _ep_cell(g: GroupSummary) -> str:
+    # The provider asked for, and the one that ran when another did: a fallback never reads
+    # as the provider.
+    text = escape(g.ep_text)
+    return text if g.ep_used == g.ep_requested else f"<span class='warn'>{text}</span>"
 
 
 def _distributions(data: ReportData) -> str:
@@ -200,8 +269,10 @@ def _regressions(data: ReportData) -> str:
         t = c.latency
         verdict = (_outcome("fail") + " regression" if c.regressed else
                    _outcome("unjudged") + ": " + escape(t.too_few()) if c.unjudged and t else
-                   "improvement" if t is not None and t.improvement else
+                   escape(t.verdict) if t is not None else
                    "ok" if c.baseline else escape(c.note or "no baseline"))
+        g = next((x for x in data.groups if (x.serial, x.bundle_sha256, x.config_key)
+                  == (c.serial, c.bundle_sha256, c.config_key)), None)
         if c.accuracy:
             verdict += "<br>" + "<br>".join(
                 escape(f"set {a.set_index} {a.output}: {a.reason}") for a in c.accuracy)
@@ -212,13 +283,19 @@ def _regressions(data: ReportData) -> str:
             if c.baseline else "-",
             fmt_ms(t.baseline_median_ms if t else None),
             fmt_ms(t.candidate_median_ms if t else None),
-            f"{t.change * 100:+.1f} %" if t else "-", f"{t.p_value:.2g}" if t else "-", verdict,
+            f"{t.change * 100:+.1f} %" if t else "-",
+            escape(t.interval_text()) if t else "-",
+            f"{t.runs_baseline}/{t.runs_candidate}" if t else "-",
+            _validity(data.validity(g)) if g is not None else "-", verdict,
         ])
     return (f"<h2>Regressions against {escape(r.baseline.description)}</h2><p class='muted'>"
-            f"latency: median more than {r.threshold * 100:g} % slower and Mann-Whitney U "
-            f"p &lt; {r.alpha:g}; accuracy: an output that passed in the baseline fails now</p>"
+            f"latency over runs (per-run medians): the {(1 - r.alpha) * 100:g} % interval of the "
+            "change; a regression is slower with confidence and not shown to be within the "
+            f"&plusmn;{r.threshold * 100:g} % margin; invalid runs are left out. Accuracy: an "
+            "output that passed in the baseline fails now</p>"
             + _table(["device", "model", "bundle", "config", "baseline session", "baseline ms",
-                      "now ms", "change", "p", "verdict"], rows, {5, 6, 7, 8}))
+                      "now ms", "change", "interval", "runs", "validity", "verdict"], rows,
+                     {5, 6, 7, 8, 9}))
 
 
 def _outputs(data: ReportData) -> str:
@@ -228,7 +305,7 @@ def _outputs(data: ReportData) -> str:
             v, m = c.verdict, c.verdict.metrics
             rows.append([
                 escape(g.serial), escape(g.bundle_name), f"<code>{escape(g.config_key)}</code>",
-                str(c.set_index), escape(v.name),
+                str(c.set_index), escape(v.name), "x".join(map(str, v.expected_shape)),
                 _outcome("pass") if v.passed else _outcome("fail") + " " + escape(v.reason),
                 fmt_metric(m.max_abs_error if m else None),
                 fmt_metric(m.max_rel_error if m else None),
@@ -241,8 +318,9 @@ def _outputs(data: ReportData) -> str:
     if not rows:
         return ""
     return "<h2>Comparison with the host</h2>" + _table(
-        ["device", "bundle", "config", "set", "output", "verdict", "max abs", "max rel",
-         "mean abs", "cosine", "SNR dB", "top-1", "rtol / atol"], rows, set(range(6, 12)))
+        ["device", "bundle", "config", "set", "output", "shape", "verdict", "max abs",
+         "max rel", "mean abs", "cosine", "SNR dB", "top-1", "rtol / atol"], rows,
+        set(range(7, 13)))
 
 
 def _images(images: list[ImageComparison]) -> str:
@@ -273,7 +351,34 @@ def _state(data: ReportData) -> str:
             for g in data.groups for w in g.warnings]
     if not rows:
         return ""
-    return "<h2>Device state</h2>" + _table(["device", "config", "warning"], rows)
+    return ("<h2>Warnings (device state, provider fallbacks)</h2>"
+            + _table(["device", "config", "warning"], rows))
+
+
+def _providers(data: ReportData) -> str:
+    """What `edgepack check` predicted for each provider asked for, beside what ran."""
+    rows = []
+    for g in data.groups:
+        check = data.ep_checks.get(g.bundle_sha256)
+        predicted = check.ep(g.config.ep) if check is not None else None
+        if predicted is None and g.placement is None and g.ep_used == g.ep_requested:
+            continue
+        if g.placement is not None:
+            truth = g.placement.summary
+        elif g.ep_used is not None and g.ep_used != g.ep_requested:
+            truth = f"ran on {g.ep_used}: the runner's library lacks {g.ep_requested}"
+        else:
+            truth = "not profiled (bench --profile reads where each node ran)"
+        rows.append([escape(g.serial), escape(g.bundle_name),
+                     f"<code>{escape(g.config_key)}</code>", _ep_cell(g),
+                     escape(predicted.summary) if predicted else "-", escape(truth)])
+    if not rows:
+        return ""
+    return ("<h2>Execution providers: predicted and measured</h2><p class='muted'>predicted: "
+            "<code>edgepack check</code> (onnxruntime's op tables, no device); measured: what "
+            "the runner reported and, with --profile, onnxruntime's profile</p>"
+            + _table(["device", "bundle", "config", "EP", "predicted (check)",
+                      "on the device"], rows))
 
 
 def _profiles(data: ReportData) -> str:

@@ -61,9 +61,10 @@ def as_image(array: np.ndarray) -> np.ndarray | None:
     return image[..., 0] if image.shape[2] == 1 else image
 
 
-def compare_images(expected: np.ndarray, actual: np.ndarray) -> tuple[bytes, bytes, bytes, float,
-                                                                      tuple[float, float]]:
-    """Both pictures on one scale (so a device that is darker looks darker) and the difference."""
+def compare_images(expected: np.ndarray, actual: np.ndarray, max_side: int | None = MAX_SIDE
+                   ) -> tuple[bytes, bytes, bytes, float, tuple[float, float]]:
+    """Both pictures on one scale (so a device that is darker looks darker) and the difference.
+    Shrunk to max_side pixels (None: full size, as `--save-images` writes them)."""
     e = np.nan_to_num(expected, nan=0.0, posinf=0.0, neginf=0.0)
     a = np.nan_to_num(actual, nan=0.0, posinf=0.0, neginf=0.0)
     lo = float(min(e.min(), a.min()))
@@ -73,7 +74,7 @@ def compare_images(expected: np.ndarray, actual: np.ndarray) -> tuple[bytes, byt
     if diff.ndim == 3:
         diff = diff.max(axis=2)
     max_diff = float(diff.max()) if diff.size else 0.0
-    factor = max(1, math.ceil(max(e.shape[0], e.shape[1]) / MAX_SIDE))
+    factor = 1 if max_side is None else max(1, math.ceil(max(e.shape[0], e.shape[1]) / max_side))
     e_png = _png(_shrink_mean((e - lo) / scale, factor))
     a_png = _png(_shrink_mean((a - lo) / scale, factor))
     d = _shrink_max(diff / max_diff if max_diff > 0 else diff, factor)
@@ -146,6 +147,11 @@ def _heat(unit: np.ndarray) -> np.ndarray:
     g = np.clip(u * 3 - 1, 0, 1)
     b = np.clip(u * 3 - 2, 0, 1)
     return np.stack([r, g, b], axis=-1)
+
+
+def png_bytes(unit: np.ndarray) -> bytes:
+    """0..1 (HxW or HxWx3) -> PNG."""
+    return _png(unit)
 
 
 def _png(unit: np.ndarray) -> bytes:

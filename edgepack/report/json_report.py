@@ -12,6 +12,7 @@ from edgepack.serialize import dumps, to_jsonable
 
 if TYPE_CHECKING:
     from edgepack.regress import Comparison, RegressionReport
+    from edgepack.validity import ValidityRules
 
 REPORT_SCHEMA = "edgepack-report/1"
 
@@ -48,7 +49,7 @@ def report_document(data: ReportData) -> dict[str, Any]:
         "devices": devices,
         "summary": data.counts,
         "results": [_group(data, g) for g in data.groups],
-        "runs": [_run(r) for r in bench.runs],
+        "runs": [_run(r, bench.params.rules()) for r in bench.runs],
         "regression": _regression(data),
         "history": to_jsonable(data.trend),
     }
@@ -68,12 +69,17 @@ def _group(data: ReportData, g: GroupSummary) -> dict[str, Any]:
         "config_key": g.config_key,
         "config": to_jsonable(g.config),
         "outcome": data.outcome(g),
+        "validity": {"verdict": (v := data.validity(g)).verdict.value, "reasons": v.reasons},
         "status": g.status,
         "regressed": bool(comparison and comparison.regressed),
         "runs": g.runs,
         "completed": g.completed,
         "engine": g.engine,
+        "ep_requested": g.ep_requested,
         "ep_used": g.ep_used,
+        "ep": g.ep_text,
+        "ep_fallback": g.ep_used is not None and g.ep_used != g.ep_requested,
+        "placement": to_jsonable(g.placement),
         "latency_ms": to_jsonable(g.stats),
         "unstable": g.unstable,
         "spread": g.spread,
@@ -106,7 +112,14 @@ def _op(op: OpTime) -> dict[str, Any]:
             "ms_per_iteration": op.ms_per_iteration}
 
 
-def _run(r: BenchRun) -> dict[str, Any]:
+def _validity(r: BenchRun, rules: ValidityRules) -> dict[str, Any]:
+    from edgepack.validity import judge_run
+
+    v = judge_run(r, rules)
+    return {"verdict": v.verdict.value, "reasons": v.reasons}
+
+
+def _run(r: BenchRun, rules: ValidityRules) -> dict[str, Any]:
     runner = r.result.sets[0].runner if r.result else None
     return {
         "serial": r.serial,
@@ -124,11 +137,15 @@ def _run(r: BenchRun) -> dict[str, Any]:
         "peak_rss_kb": runner.peak_rss_kb_end if runner else None,
         "peak_rss_scope": runner.peak_rss_scope if runner else None,
         "threads_used": runner.threads_used if runner else None,
+        "ep_requested": r.config.ep,
+        "ep_used": runner.ep_used if runner else None,
         "runner_version": runner.runner_version if runner else None,
         "onnxruntime_version": runner.onnxruntime_version if runner else None,
         "state_before": to_jsonable(r.state_before),
         "state_after": to_jsonable(r.state_after),
         "warnings": r.warnings,
+        "validity": _validity(r, rules),
+        "cooldown_s": r.cooldown_waited_s,
     }
 
 

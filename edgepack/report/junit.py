@@ -2,9 +2,10 @@
 
 Outputs beyond tolerance and regressions are <failure>s (the code under test is wrong or slower);
 a device that failed, hung or vanished is an <error> (the test could not run); latency that
-regress had too few samples to judge is <skipped> (it was not tested, which CI must not read as
-a pass). When one testcase has both a failure and an error, it is a failure, and the device
-error is kept in its <system-err>. One <testsuite> per bundle, named `edgepack.<bundle>`;
+regress had too few runs to judge is <skipped> (it was not tested, which CI must not read as
+a pass). Every testcase carries its runs' validity (edgepack.validity) as a property and beside
+its latency figures. When one testcase has both a failure and an error, it is a failure, and the
+device error is kept in its <system-err>. One <testsuite> per bundle, named `edgepack.<bundle>`;
 testcases are named `<config key>` in class `<bundle>.<device serial>`, so CI tree views group
 them by bundle, then by device.
 """
@@ -79,15 +80,22 @@ def _fill_case(data: ReportData, g: GroupSummary, case: ET.Element, outcome: str
                               message=_xml((g.errors[0] if g.errors else "device error")[:500]))
         error.text = _xml("\n".join(g.errors))
     elif outcome == "unjudged" and comparison is not None and comparison.latency is not None:
-        ET.SubElement(case, "skipped", type="too-few-samples",
+        ET.SubElement(case, "skipped", type="too-few-runs",
                       message=_xml("latency not judged: " + comparison.latency.too_few()))
+    validity = data.validity(g)
+    props = ET.Element("properties")
+    ET.SubElement(props, "property", name="validity", value=validity.verdict.value)
+    for reason in validity.reasons:
+        ET.SubElement(props, "property", name="validity_reason", value=_xml(reason))
+    case.insert(0, props)  # the schema puts a testcase's properties first
     lines = []
     if g.stats is not None:
         s = g.stats
-        lines.append(f"device {g.serial} ({g.model}), ep {g.ep_used}, {g.completed}/{g.runs} "
+        lines.append(f"device {g.serial} ({g.model}), ep {g.ep_text}, {g.completed}/{g.runs} "
                      f"run(s), {s.count} iterations")
         lines.append(f"latency ms: median {fmt_ms(s.median_ms)} mean {fmt_ms(s.mean_ms)} "
-                     f"p90 {fmt_ms(s.p90_ms)} p99 {fmt_ms(s.p99_ms)} CV {s.cv * 100:.1f}%")
+                     f"p90 {fmt_ms(s.p90_ms)} p99 {fmt_ms(s.p99_ms)} CV {s.cv * 100:.1f}% "
+                     f"({_xml(validity.text())})")
         lines.append(f"IQR/median {(g.spread or 0) * 100:.1f}%"
                      + (" (unstable)" if g.unstable else "") + " in the widest repeat; "
                      f"{g.outliers} outlier(s) {OUTLIER_RULE} of their repeat")

@@ -31,6 +31,7 @@ def fmt_metric(value: float | None) -> str:
 
 OUTCOME = {"pass": "✅ pass", "fail": "❌ FAIL", "error": "⚠️ ERROR",
            "unjudged": "⚪ NOT JUDGED"}
+VALIDITY = {"valid": "valid", "semivalid": "⚠️ semivalid", "invalid": "❌ invalid"}
 
 
 def fmt_spread(g: GroupSummary) -> str:
@@ -71,7 +72,7 @@ def render_markdown(data: ReportData) -> str:
         f"**{counts['tests']} test(s): {counts['passed']} passed, {counts['failures']} failed "
         f"({counts['mismatches']} output mismatch(es), {counts['regressions']} regression(s)), "
         f"{counts['errors']} error(s)"
-        + (f", {counts['unjudged']} not judged (too few samples)" if counts["unjudged"] else "")
+        + (f", {counts['unjudged']} not judged (too few runs)" if counts["unjudged"] else "")
         + "**"
         + (f"; {counts['unstable']} unstable (IQR / median > {UNSTABLE_SPREAD * 100:g} %)"
            if counts["unstable"] else "")
@@ -85,9 +86,13 @@ def render_markdown(data: ReportData) -> str:
         f"outliers are iterations {OUTLIER_RULE} of their repeat; drift is how far the repeats' "
         "medians are apart (max / min - 1). The other figures pool every repeat.",
         "",
-        "| device | model | bundle | config | outcome | n | median ms | p90 | p99 | CV | "
-        "IQR / median | outliers | drift | load ms | first ms | peak MB |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "Validity: valid, semivalid (the figures are real but the conditions moved) or "
+        "invalid (the figures do not measure what was asked; no verdict rests on them); the "
+        "reasons are under the table.",
+        "",
+        "| device | model | bundle | config | outcome | validity | n | median ms | p90 | p99 | "
+        "CV | IQR / median | outliers | drift | load ms | first ms | peak MB | EP |",
+        "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for g in data.groups:
         s = g.stats
@@ -96,12 +101,18 @@ def render_markdown(data: ReportData) -> str:
         drift = fmt_drift(g).replace(" drifting", " ⚠️ drifting")
         out.append(
             f"| {g.serial} | {_cell(g.model)} | {_cell(g.bundle_name)} | `{g.config_key}` | "
-            f"{OUTCOME[data.outcome(g)]} | {s.count if s else 0} | "
+            f"{OUTCOME[data.outcome(g)]} | {VALIDITY[data.validity(g).verdict.value]} | "
+            f"{s.count if s else 0} | "
             f"{fmt_ms(s.median_ms if s else None)} | {fmt_ms(s.p90_ms if s else None)} | "
             f"{fmt_ms(s.p99_ms if s else None)} | {cv} | {spread} | "
             f"{g.outliers if s else '-'} | {drift} | {fmt_ms(g.session_create_ms)} | "
             f"{fmt_ms(g.first_inference_ms)} | "
-            f"{g.peak_rss_text} |")
+            f"{g.peak_rss_text} | {_cell(g.ep_text)} |")
+
+    reasons = [f"- **{g.serial}** {_cell(g.bundle_name)} `{g.config_key}`: "
+               f"{data.validity(g).verdict.value}: {_cell(reason)}"
+               for g in data.groups for reason in data.validity(g).reasons]
+    out += ["", *reasons] if reasons else []
 
     problems = []
     for g in data.groups:
@@ -118,20 +129,24 @@ def render_markdown(data: ReportData) -> str:
     if data.regression is not None:
         r = data.regression
         out += ["", f"## Regressions against {r.baseline.description}", "",
-                f"A latency regression is a median more than {r.threshold * 100:g} % slower "
-                f"with Mann-Whitney U p < {r.alpha:g}; an accuracy regression an output that "
-                "passed in the baseline and fails now.", "",
+                f"Latency over runs (per-run medians): the {(1 - r.alpha) * 100:g} % interval of "
+                f"the change; a regression is slower with confidence and not shown to be within "
+                f"the +/-{r.threshold * 100:g} % margin. Invalid runs are left out. An accuracy "
+                "regression is an output that passed in the baseline and fails now.", "",
                 "| device | model | bundle | config | baseline | baseline ms | now ms | change | "
-                "p | verdict |",
-                "|---|---|---|---|---|---:|---:|---:|---:|---|"]
+                "interval | runs | validity | verdict |",
+                "|---|---|---|---|---|---:|---:|---:|---:|---:|---|---|"]
         for c in r.comparisons:
             t = c.latency
             base = (f"`{c.baseline.session}`" + (f" ({c.baseline.label})" if c.baseline.label
                                                  else "")) if c.baseline else "-"
             verdict = ("❌ REGRESSION" if c.regressed else
-                       "⚪ NOT JUDGED: too few samples" if c.unjudged else
-                       "improvement" if t is not None and t.improvement else
+                       "⚪ NOT JUDGED: too few runs" if c.unjudged else
+                       t.verdict if t is not None else
                        "ok" if c.baseline else (c.note or "no baseline"))
+            g = next((x for x in data.groups if (x.serial, x.bundle_sha256, x.config_key)
+                      == (c.serial, c.bundle_sha256, c.config_key)), None)
+            valid = VALIDITY[data.validity(g).verdict.value] if g is not None else "-"
             if c.accuracy:
                 verdict += " (accuracy: " + ", ".join(a.output for a in c.accuracy) + ")"
             out.append(
@@ -139,21 +154,24 @@ def render_markdown(data: ReportData) -> str:
                 f"{base} | {fmt_ms(t.baseline_median_ms if t else None)} | "
                 f"{fmt_ms(t.candidate_median_ms if t else None)} | "
                 f"{f'{t.change * 100:+.1f} %' if t else '-'} | "
-                f"{f'{t.p_value:.2g}' if t else '-'} | {_cell(verdict)} |")
+                f"{t.interval_text() if t else '-'} | "
+                f"{f'{t.runs_baseline}/{t.runs_candidate}' if t else '-'} | {valid} | "
+                f"{_cell(verdict)} |")
         unjudged = [f"- **{c.serial}** `{c.config_key}`: latency not judged, "
                     f"{_cell(c.latency.too_few())}" for c in r.unjudged if c.latency]
         out += ["", *unjudged] if unjudged else []
 
     out += ["", "## Outputs", "",
-            "| device | bundle | config | set | output | verdict | max abs | max rel | cosine | "
-            "SNR dB | top-1 |",
-            "|---|---|---|---:|---|---|---:|---:|---:|---:|---:|"]
+            "| device | bundle | config | set | output | shape | verdict | max abs | max rel | "
+            "cosine | SNR dB | top-1 |",
+            "|---|---|---|---:|---|---|---|---:|---:|---:|---:|---:|"]
     for g in data.groups:
         for c in g.checks:
             m = c.verdict.metrics
             out.append(
                 f"| {g.serial} | {_cell(g.bundle_name)} | `{g.config_key}` | {c.set_index} | "
-                f"`{c.verdict.name}` | {'pass' if c.verdict.passed else '**FAIL**'} | "
+                f"`{c.verdict.name}` | {'x'.join(map(str, c.verdict.expected_shape))} | "
+                f"{'pass' if c.verdict.passed else '**FAIL**'} | "
                 f"{fmt_metric(m.max_abs_error if m else None)} | "
                 f"{fmt_metric(m.max_rel_error if m else None)} | "
                 f"{fmt_metric(m.cosine_similarity if m else None)} | "
@@ -163,7 +181,7 @@ def render_markdown(data: ReportData) -> str:
     warnings = [f"- **{g.serial}** `{g.config_key}`: {_cell(w)}" for g in data.groups
                 for w in g.warnings]
     if warnings:
-        out += ["", "## Device state", "", *warnings]
+        out += ["", "## Warnings (device state, provider fallbacks)", "", *warnings]
 
     profiled = [g for g in data.groups if g.profile]
     if profiled:

@@ -161,3 +161,51 @@ def probe(runner: RunnerBuild | Path, wrapper: Sequence[str] = (),
         raise EdgepackError(f"cannot start {argv[0]}: {exc.strerror or exc}",
                             ExitCode.DEVICE) from None
     return parse_version_output(proc.stdout, proc.returncode, proc.stderr)
+
+
+# onnxruntime's provider names -> edgepack's --ep names.
+PROVIDER_NAMES = {
+    "CPUExecutionProvider": "cpu",
+    "XnnpackExecutionProvider": "xnnpack",
+    "NnapiExecutionProvider": "nnapi",
+    "CoreMLExecutionProvider": "coreml",
+    "AzureExecutionProvider": "azure",
+}
+
+# Every onnxruntime library carries every provider's *name* (GetAllExecutionProviderNames), so
+# a name proves nothing. These strings come from a provider's own code, compiled in only when the
+# library was built with it: XNNPACK's EP throws the first, NNAPI's loader looks up the second
+# from libneuralnetworks.so. Checked against onnxruntime-android 1.29 (both present) and the
+# Linux x64 and aarch64 1.32 libraries (neither).
+_PROVIDER_MARKERS = {
+    "xnnpack": b"XNNPACK initialization failed",
+    "nnapi": b"ANeuralNetworksModel_create",
+}
+
+
+@dataclass(frozen=True)
+class RunnerProviders:
+    """The execution providers a runner build's onnxruntime library has."""
+
+    providers: list[str]  # edgepack's names: cpu, xnnpack, nnapi, ...
+    how: str  # "asked the runner (--version)" or "read from the library (cannot run here)"
+
+
+def build_providers(build: RunnerBuild) -> RunnerProviders:
+    """Ask the runner when it runs on this machine; otherwise read its library's contents."""
+    from edgepack.runner.cache import find_runner
+
+    if build.target == "host" and find_runner("host") is not None:
+        try:
+            version = probe(build)
+            names = [PROVIDER_NAMES.get(p, p) for p in version.available_providers]
+            return RunnerProviders(names, "asked the runner (--version)")
+        except EdgepackError:
+            pass  # a broken build: its library can still be read
+    library = next((build.directory / f.name for f in build.files
+                    if f.name.startswith("libonnxruntime")), None)
+    if library is None or not library.is_file():
+        return RunnerProviders([], "no onnxruntime library in the build")
+    data = library.read_bytes()
+    names = ["cpu"] + [ep for ep, marker in _PROVIDER_MARKERS.items() if marker in data]
+    return RunnerProviders(names, "read from its library (it cannot run here)")

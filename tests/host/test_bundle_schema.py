@@ -14,7 +14,8 @@ from tests.conftest import REPO
 DOC = REPO / "docs" / "bundle-schema.md"
 CLASSES = [schema.Manifest, schema.ModelInfo, schema.TensorSpec, schema.OutputSpec,
            schema.Tolerance, schema.TestSet, schema.TensorFile, schema.FileEntry,
-           schema.Provenance]
+           schema.Provenance, schema.Rewrite, schema.RuleRun, schema.Quantization,
+           schema.AccuracyCost, schema.ImagePreprocess]
 
 
 def _sections() -> dict[str, list[str]]:
