@@ -7,7 +7,10 @@
     warmup = 1
     threads = [1, 4]            # an integer or a list: a sweep
     ep = ["cpu", "xnnpack"]     # a string or a list: a sweep
-    cooldown = 5.0              # seconds between runs on one device
+    cooldown = 5.0              # seconds between runs on one device, or "auto"
+    min_iterations = 100        # validity: a run timing fewer iterations is invalid
+    min_seconds = 10.0          # ...and each run iterates at least this long
+    max_seconds = 60.0          # a run taking longer than this is semivalid
     cpu_affinity = "f0"         # taskset mask (hex) for the runner
     timeout = 600               # seconds one runner invocation may take
     threshold_percent = 5.0     # regress: a median this much slower...
@@ -75,11 +78,14 @@ class LabDefaults:
     warmup: int | None = None
     threads: list[int] | None = None
     ep: list[str] | None = None
-    cooldown: float | None = None
+    cooldown: float | str | None = None  # seconds, or "auto"
     cpu_affinity: str | None = None
     timeout: float | None = None
     threshold_percent: float | None = None
     alpha: float | None = None
+    min_iterations: int | None = None
+    min_seconds: float | None = None
+    max_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,8 @@ class Lab:
     defaults: LabDefaults = field(default_factory=LabDefaults)
     servers: list[AdbServer] = field(default_factory=list)
     devices: list[DeviceSelector] = field(default_factory=list)
+    # [bundles.NAME] ep = "nnapi": a bundle's own providers (by manifest name or path).
+    bundle_eps: dict[str, list[str]] = field(default_factory=dict)
 
     def server_list(self) -> list[AdbServer]:
         """The lab's servers; none listed: the one adb itself would use (ANDROID_ADB_SERVER_*)."""
@@ -141,7 +149,7 @@ class SelectedDevice:
 # ---------------------------------------------------------------------------- loading
 
 
-_TOP_KEYS = ("defaults", "servers", "devices")
+_TOP_KEYS = ("defaults", "servers", "devices", "bundles")
 _DEFAULT_KEYS = tuple(LabDefaults.__dataclass_fields__)
 _SERVER_KEYS = ("name", "address")
 _DEVICE_KEYS = ("serial", "model", "abi", "min_sdk", "server", "max", "cpu_affinity")
@@ -195,7 +203,24 @@ class _LabReader:
                 raise self.fail(("servers", i, "name"), f"server {name!r} is listed twice")
         devices = [self.device(entry, i, names) for i, entry in enumerate(self.array(doc,
                                                                                      "devices"))]
-        return Lab(self.path, defaults, servers, devices)
+        bundle_eps = {name: self.eps(entry, ("bundles", name))
+                      for name, entry in self.table(doc, "bundles").items()}
+        return Lab(self.path, defaults, servers, devices, bundle_eps)
+
+    def eps(self, t: Any, k: KeyPath) -> list[str]:
+        from edgepack.runner.result import EXECUTION_PROVIDERS
+
+        if not isinstance(t, dict):
+            raise self.fail(k, f"expected a table with ep = ..., not {_kind(t)}")
+        self.check_keys(t, ("ep",), k)
+        ep = t.get("ep")
+        ep = [ep] if isinstance(ep, str) else ep
+        if not isinstance(ep, list) or not ep or not all(
+            isinstance(e, str) and e in EXECUTION_PROVIDERS for e in ep
+        ):
+            raise self.fail((*k, "ep"), f"expected one or a list of "
+                            f"{', '.join(EXECUTION_PROVIDERS)}, not {t.get('ep')!r}")
+        return ep
 
     def table(self, doc: dict[str, Any], key: str) -> dict[str, Any]:
         value = doc.get(key, {})
@@ -238,7 +263,12 @@ class _LabReader:
             warmup=self.integer(t, k, "warmup", minimum=0, maximum=MAX_ITERATIONS),
             threads=threads,
             ep=ep,
-            cooldown=self.number(t, k, "cooldown", minimum=0.0, maximum=MAX_SECONDS),
+            cooldown=("auto" if t.get("cooldown") == "auto" else
+                      self.number(t, k, "cooldown", minimum=0.0, maximum=MAX_SECONDS)),
+            min_iterations=self.integer(t, k, "min_iterations", minimum=0,
+                                        maximum=MAX_ITERATIONS),
+            min_seconds=self.number(t, k, "min_seconds", minimum=0.0, maximum=MAX_SECONDS),
+            max_seconds=self.positive(t, k, "max_seconds"),
             cpu_affinity=self.mask(t, k, "cpu_affinity"),
             timeout=self.number(t, k, "timeout", minimum=MIN_TIMEOUT, maximum=MAX_SECONDS),
             threshold_percent=threshold,
@@ -318,6 +348,12 @@ class _LabReader:
             raise self.fail((*k, key), f"expected a number <= {number_text(maximum)}, "
                             f"not {value!r}")
         return float(value)
+
+    def positive(self, t: dict[str, Any], k: KeyPath, key: str) -> float | None:
+        value = self.number(t, k, key, minimum=0.0, maximum=MAX_SECONDS)
+        if value == 0:
+            raise self.fail((*k, key), "expected a number > 0 (leave it out for no cap)")
+        return value
 
     def mask(self, t: dict[str, Any], k: KeyPath, key: str) -> str | None:
         value = t.get(key)
@@ -401,7 +437,10 @@ class GivenOptions:
     repeat: int | None = None
     iterations: int | None = None
     warmup: int | None = None
-    cooldown: float | None = None
+    cooldown: str | None = None  # seconds, or auto
+    min_iterations: int | None = None
+    min_seconds: float | None = None
+    max_seconds: float | None = None
     threads: str | None = None
     ep: str | None = None
     cpu_affinity: str | None = None
@@ -414,6 +453,7 @@ class GivenOptions:
     top: int = 10
     threshold_percent: float | None = None  # regress's own
     alpha: float | None = None
+    strict_ep: bool = False
 
 
 @dataclass(frozen=True)
@@ -452,7 +492,7 @@ def layer_settings(given: GivenOptions) -> LabSettings:
     A bad value fails here, named where it came from: the option (`--threads '1,x': ...`) or the
     file, line and key (`lab.toml:3: defaults.iterations: ...`).
     """
-    from edgepack.option_values import parse_cpu_affinity, parse_eps, parse_threads
+    from edgepack.option_values import parse_cooldown, parse_cpu_affinity, parse_threads
     from edgepack.records import BenchParams
     from edgepack.regress import DEFAULT_ALPHA, DEFAULT_THRESHOLD
 
@@ -462,18 +502,34 @@ def layer_settings(given: GivenOptions) -> LabSettings:
     threads = parse_threads(given.threads) if given.threads is not None else None
     affinity = (parse_cpu_affinity(given.cpu_affinity) if given.cpu_affinity is not None
                 else None)
-    eps = parse_eps(given.ep) if given.ep is not None else None
+    eps, bundle_eps = _split_eps(given.ep)
+    cooldown = parse_cooldown(given.cooldown) if given.cooldown is not None else d.cooldown
+    cooldown_auto = cooldown in (None, "auto") and (given.cooldown is not None
+                                                    or d.cooldown == "auto")
+    cooldown_s = (0.0 if cooldown_auto else
+                  float(cooldown) if cooldown is not None else built.cooldown_s)
+    named = tuple(name for name, _ in bundle_eps)
+    if lab is not None:
+        # The command line's per-bundle providers win over lab.toml's for the same bundle.
+        bundle_eps += [(name, tuple(e)) for name, e in lab.bundle_eps.items() if name not in named]
     params = BenchParams(
         repeat=_first(given.repeat, d.repeat, built.repeat),
         iterations=_first(given.iterations, d.iterations, built.iterations),
         warmup=_first(given.warmup, d.warmup, built.warmup),
-        cooldown_s=_first(given.cooldown, d.cooldown, built.cooldown_s),
+        cooldown_s=cooldown_s,
+        cooldown_auto=cooldown_auto,
+        min_iterations=_first(given.min_iterations, d.min_iterations, built.min_iterations),
+        min_seconds=_first(given.min_seconds, d.min_seconds, built.min_seconds),
+        max_seconds=_first(given.max_seconds, d.max_seconds, built.max_seconds),
         threads=tuple(_first(threads, d.threads, built.threads)),
         eps=tuple(_first(eps, d.ep, built.eps)),
         cpu_affinity=_first(affinity, d.cpu_affinity, built.cpu_affinity),
         profile=given.profile,
         top_ops=given.top,
         timeout_s=_first(given.timeout, d.timeout, built.timeout_s),
+        strict_ep=given.strict_ep,
+        bundle_eps=tuple(bundle_eps),
+        eps_named=named,
     )
     percent = _first(given.threshold_percent, d.threshold_percent, DEFAULT_THRESHOLD * 100)
     return LabSettings(
@@ -488,6 +544,27 @@ def layer_settings(given: GivenOptions) -> LabSettings:
         report_dir=given.report_dir,
         affinity_given=given.cpu_affinity is not None,
     )
+
+
+def _split_eps(text: str | None) -> tuple[tuple[str, ...] | None,
+                                         list[tuple[str, tuple[str, ...]]]]:
+    """`--ep cpu,xnnpack,det=nnapi,parser.bundle=cpu`: the sweep (None when only per-bundle
+    entries were given) and the bundles' own providers, BUNDLE=EP each."""
+    from edgepack.option_values import parse_eps, parse_list
+
+    if text is None:
+        return None, []
+    items = parse_list("--ep", text)
+    sweep = [i for i in items if "=" not in i]
+    own: dict[str, list[str]] = {}
+    for item in items:
+        if "=" in item:
+            bundle, _, ep = item.partition("=")
+            if not bundle.strip() or not ep.strip():
+                raise EdgepackError(f"--ep {text!r}: {item!r} is not BUNDLE=EP")
+            own.setdefault(bundle.strip(), []).extend(parse_eps(ep))
+    return (parse_eps(",".join(sweep)) if sweep else None,
+            [(b, tuple(dict.fromkeys(e))) for b, e in own.items()])
 
 
 def _first(given: T | None, in_lab: T | None, default: T) -> T:

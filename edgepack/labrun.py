@@ -133,7 +133,8 @@ def run_regress(settings: LabSettings, bundle: Path, baseline: str, from_history
         base = resolve_baseline(store, baseline)  # before minutes of benching: fail fast
 
         def compare(candidate: Sequence[HistoryRun]) -> RegressionReport:
-            return compare_runs(store, candidate, base, settings.threshold, settings.alpha)
+            return compare_runs(store, candidate, base, settings.threshold, settings.alpha,
+                                settings.params.rules())
 
         if from_history:
             candidate = stored_candidate(store, bundle_key(str(bundle)), settings.device)
@@ -191,5 +192,9 @@ def _rewrite_reports(store: HistoryStore, runs: list[HistoryRun], regression: Re
     """The reports of stored runs, as their bench wrote them, with this regression verdict."""
     from edgepack.report import build_report, write_reports
 
-    data = build_report(store.bench_result(runs), regression=regression, store=store)
+    result = store.bench_result(runs)
+    if result.params.kind == "ab" and len(result.bundles) == 1:
+        # An `ab` session's report plots its rounds' ratios B/A: it needs A's runs too.
+        result = store.bench_result(store.runs(session=result.session))
+    data = build_report(result, regression=regression, store=store)
     listener.on_reports(write_reports(data, report_dir), FROM_HISTORY)

@@ -1,17 +1,27 @@
 """Did anything get worse? Candidate runs against baseline runs of the same model and config.
 
-Latency regression: the candidate's median is slower than the baseline's by more than a threshold
-(default 5 %) AND the candidate's per-iteration samples are significantly larger (Mann-Whitney U,
-one-sided, p < alpha, default 0.01). Both are needed: the threshold alone fires on noise when
-samples are few or unstable, the test alone fires on differences too small to matter when samples
-are many. Mann-Whitney U, not a t-test, because latencies are skewed and have outliers (GC, an
-interrupt, a frequency step) that would swamp a mean.
+Latency: runs are the units, not iterations. Iterations of one runner invocation share its
+process, its frequency and its cache state, so they are not independent samples of what a
+bundle costs on a device; a test over iterations (this module used Mann-Whitney U on them)
+calls a difference between two runs' conditions significant. Each run gives its median; each
+side's figure is the geometric mean of its runs' medians; the change is candidate / baseline - 1,
+with a bootstrap interval over runs (each side resampled on its own, seeded; widened for small
+samples as edgepack.ab does: docs/statistics.md) at the level 1 - --alpha (99 % by default).
 
-Few samples: the exact one-sided test cannot give a p below 1 / C(n1 + n2, n1), the chance that
-every candidate sample is slower than every baseline one (4 a side: 1/70 = 0.014). When that is
-not below alpha, no slowdown could ever be flagged, so latency is not judged ("too few samples")
-rather than reported as "no significant change"; `regress` exits 2 when a comparison could not
-be judged and none regressed.
+The threshold (default 5 %) is an equivalence margin, not a gate that hides smaller changes:
+
+- regression: the whole interval is above 0 (slower with confidence) and it reaches past the
+  threshold (the data cannot show the slowdown is within the margin);
+- slower, within the margin: slower with confidence, and the whole interval is below the
+  threshold: reported (a real 2-3 % slowdown is not hidden), exit 0;
+- improvement / faster, within the margin: the same, the other way;
+- no change: the interval covers 0 and lies within +/- the threshold;
+- inconclusive: the interval covers 0 and reaches past the threshold: more runs needed;
+- too few runs: fewer than two usable runs on a side: no interval at all; `regress` exits 2
+  when a comparison could not be judged and none regressed.
+
+Runs whose validity (edgepack.validity) is `invalid` are left out on both sides, and the
+comparison says how many.
 
 Accuracy regression: an output (of a test set) that passed in every baseline run and fails in a
 candidate run.
@@ -41,104 +51,142 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgepack.errors import EdgepackError, ExitCode
 from edgepack.history import HistoryRun, HistoryStore
 from edgepack.records import RunStatus
 
+if TYPE_CHECKING:
+    from edgepack.validity import ValidityRules
+
 DEFAULT_THRESHOLD = 0.05
 DEFAULT_ALPHA = 0.01
+MIN_RUNS = 2  # a side: an interval over runs needs two of them
+RESAMPLES = 4000
 
 
 @dataclass(frozen=True)
 class LatencyTest:
-    baseline_median_ms: float
+    baseline_median_ms: float  # the geometric mean of the baseline runs' medians
     candidate_median_ms: float
-    change: float  # (candidate - baseline) / baseline: +0.10 is 10 % slower
-    p_value: float  # one-sided: candidate slower than baseline
+    change: float  # candidate / baseline - 1: +0.10 is 10 % slower
+    p_value: float  # one-sided bootstrap p: candidate slower than baseline
     p_value_faster: float  # one-sided the other way, for improvements
-    n_baseline: int
+    n_baseline: int  # iterations, over the runs used
     n_candidate: int
     threshold: float
     alpha: float
-    # 1 / C(n_baseline + n_candidate, n_baseline): the smallest p the exact test can give.
-    smallest_p: float = 0.0
+    smallest_p: float = 0.0  # kept for readers of older JSON; the bootstrap has no floor
+    runs_baseline: int = 0  # the units of the interval
+    runs_candidate: int = 0
+    ci_low: float = math.nan  # the change's interval at level 1 - alpha
+    ci_high: float = math.nan
+
+    @property
+    def level(self) -> float:
+        return 1 - self.alpha
 
     @property
     def judged(self) -> bool:
-        """False when these sample sizes cannot reach alpha whatever the samples are."""
-        return self.smallest_p < self.alpha
+        """False with fewer than MIN_RUNS runs on a side: no interval can be made."""
+        return self.runs_baseline >= MIN_RUNS and self.runs_candidate >= MIN_RUNS
+
+    @property
+    def slower(self) -> bool:
+        return self.judged and self.ci_low > 0
+
+    @property
+    def faster(self) -> bool:
+        return self.judged and self.ci_high < 0
 
     @property
     def regression(self) -> bool:
-        # Also gated on `judged`: with ties scipy uses the normal approximation, whose p can go
-        # below what the exact test could ever give.
-        return self.judged and self.change > self.threshold and self.p_value < self.alpha
+        return self.slower and self.ci_high > self.threshold
 
     @property
     def improvement(self) -> bool:
-        return self.judged and self.change < -self.threshold and self.p_value_faster < self.alpha
+        return self.faster and self.ci_low < -self.threshold
 
     @property
     def verdict(self) -> str:
-        """"regression", "improvement", "no significant change" or "too few samples"."""
+        """"regression", "slower, within the margin", "improvement", "faster, within the
+        margin", "no change", "inconclusive" or "too few runs"."""
         if not self.judged:
-            return "too few samples"
-        return ("regression" if self.regression else "improvement" if self.improvement
-                else "no significant change")
+            return "too few runs"
+        if self.regression:
+            return "regression"
+        if self.slower:
+            return "slower, within the margin"
+        if self.improvement:
+            return "improvement"
+        if self.faster:
+            return "faster, within the margin"
+        if -self.threshold <= self.ci_low and self.ci_high <= self.threshold:
+            return "no change"
+        return "inconclusive"
+
+    def interval_text(self) -> str:
+        if not self.judged:
+            return "-"
+        return (f"[{self.ci_low * 100:+.1f}, {self.ci_high * 100:+.1f}] % "
+                f"({self.level * 100:g} %)")
 
     def too_few(self) -> str:
-        """Why latency is not judged, with what would be enough."""
-        return (f"too few samples to judge at alpha={self.alpha:g}: {self.n_baseline} baseline "
-                f"and {self.n_candidate} candidate iterations cannot give a one-sided "
-                f"Mann-Whitney p below 1/C({self.n_baseline + self.n_candidate}, "
-                f"{self.n_baseline}) = {self.smallest_p:.2g}; need n1, n2 with "
-                f"1/C(n1+n2, n1) < alpha, e.g. {samples_needed(self.alpha)} iterations a side, "
-                f"or {samples_needed(self.alpha, self.n_baseline)} candidate iterations "
-                f"against these {self.n_baseline}")
+        """Why latency is not judged, with what to run so that it is: bench's --repeat
+        (default 3) on the side that is short."""
+        from edgepack.records import BenchParams
 
-
-def smallest_p(n1: int, n2: int) -> float:
-    """The smallest one-sided p the exact Mann-Whitney U test can give for these sizes: every
-    sample of one side beyond every sample of the other, 1 of C(n1 + n2, n1) orderings. Ties
-    only make the extreme more likely, so this bounds every outcome."""
-    try:
-        return 1.0 / math.comb(n1 + n2, n1)
-    except OverflowError:  # past 1e308 orderings: 0 as far as any alpha is concerned
-        return 0.0
-
-
-def samples_needed(alpha: float, other: int | None = None) -> int:
-    """The fewest samples whose smallest attainable p is below alpha: a side (n1 = n2 = n), or
-    against `other` samples on the other side."""
-    n = 1
-    while smallest_p(other if other else n, n) >= alpha:
-        n += 1
-    return n
+        repeat = max(BenchParams().repeat, MIN_RUNS)
+        fixes = []
+        if self.runs_baseline < MIN_RUNS:
+            fixes.append(f"bench the baseline again with --repeat {repeat} (the default)")
+        if self.runs_candidate < MIN_RUNS:
+            fixes.append(f"run the candidate with --repeat {repeat} (the default)")
+        return (f"too few runs to judge: {self.runs_baseline} baseline and "
+                f"{self.runs_candidate} candidate run(s) usable; an interval over runs needs "
+                f"at least {MIN_RUNS} a side: " + " and ".join(fixes))
 
 
 def latency_test(
-    baseline: Sequence[float],
-    candidate: Sequence[float],
+    baseline: Sequence[Sequence[float]],
+    candidate: Sequence[Sequence[float]],
     threshold: float = DEFAULT_THRESHOLD,
     alpha: float = DEFAULT_ALPHA,
+    seed: int = 0,
 ) -> LatencyTest:
+    """Baseline runs against candidate runs, each run a list of its iterations' latencies."""
     import numpy as np
-    from scipy.stats import mannwhitneyu
+    from scipy.stats import norm, t
 
-    if not baseline or not candidate:
-        raise ValueError("latency_test needs samples on both sides")
-    base = np.asarray(baseline, dtype=np.float64)
-    cand = np.asarray(candidate, dtype=np.float64)
-    b_med, c_med = float(np.median(base)), float(np.median(cand))
-    change = (c_med - b_med) / b_med if b_med > 0 else math.inf
-    if np.ptp(np.concatenate([base, cand])) == 0:
-        slower = faster = 1.0  # every sample equal: nothing to test, and scipy would warn
-    else:
-        slower = float(mannwhitneyu(cand, base, alternative="greater").pvalue)
-        faster = float(mannwhitneyu(cand, base, alternative="less").pvalue)
-    return LatencyTest(b_med, c_med, change, slower, faster, int(base.size), int(cand.size),
-                       threshold, alpha, smallest_p(int(base.size), int(cand.size)))
+    base = [list(r) for r in baseline if len(r)]
+    cand = [list(r) for r in candidate if len(r)]
+    if not base or not cand:
+        raise ValueError("latency_test needs runs with samples on both sides")
+    lb = np.log([max(float(np.median(r)), 1e-12) for r in base])
+    lc = np.log([max(float(np.median(r)), 1e-12) for r in cand])
+    centre = float(lc.mean() - lb.mean())
+    common = dict(
+        baseline_median_ms=math.exp(float(lb.mean())),
+        candidate_median_ms=math.exp(float(lc.mean())),
+        change=math.expm1(centre), n_baseline=sum(map(len, base)),
+        n_candidate=sum(map(len, cand)), threshold=threshold, alpha=alpha,
+        runs_baseline=len(base), runs_candidate=len(cand))
+    if len(base) < MIN_RUNS or len(cand) < MIN_RUNS:
+        return LatencyTest(p_value=1.0, p_value_faster=1.0, **common)
+    rng = np.random.default_rng(seed)
+    boot = (lc[rng.integers(0, lc.size, (RESAMPLES, lc.size))].mean(axis=1)
+            - lb[rng.integers(0, lb.size, (RESAMPLES, lb.size))].mean(axis=1))
+    tail = alpha / 2
+    q_lo, q_hi = np.quantile(boot, [tail, 1 - tail])
+    n = lb.size + lc.size
+    widen = math.sqrt(n / (n - 2)) * float(t.ppf(1 - tail, n - 2)) / float(norm.ppf(1 - tail))
+    low = centre + widen * (float(q_lo) - centre)
+    high = centre + widen * (float(q_hi) - centre)
+    # Bootstrap p-values, shown beside the interval for readers used to them.
+    return LatencyTest(p_value=float(np.mean(boot <= 0)),
+                       p_value_faster=float(np.mean(boot >= 0)), ci_low=math.expm1(low),
+                       ci_high=math.expm1(high), **common)
 
 
 @dataclass(frozen=True)
@@ -189,7 +237,7 @@ class Comparison:
 
     @property
     def unjudged(self) -> bool:
-        """Latency was compared, but these sample sizes cannot reach alpha."""
+        """Latency was compared, but there are too few runs for an interval."""
         return self.latency is not None and not self.latency.judged
 
     def summary(self) -> str:
@@ -201,9 +249,9 @@ class Comparison:
             if not t.judged:
                 parts.append(f"latency NOT JUDGED: {medians}); {t.too_few()}")
             else:
-                kind = ("REGRESSION" if t.regression else "improvement" if t.improvement
-                        else "no significant change")
-                parts.append(f"latency {kind}: {medians}, Mann-Whitney p={t.p_value:.2g})")
+                kind = "REGRESSION" if t.regression else t.verdict
+                parts.append(f"latency {kind}: {medians}, interval {t.interval_text()} over "
+                             f"{t.runs_baseline} and {t.runs_candidate} runs)")
         for a in self.accuracy:
             parts.append(f"ACCURACY REGRESSION: set {a.set_index} output {a.output} passed in "
                          f"the baseline and fails now ({a.reason})")
@@ -335,8 +383,11 @@ def compare_runs(
     baseline: Baseline,
     threshold: float = DEFAULT_THRESHOLD,
     alpha: float = DEFAULT_ALPHA,
+    rules: ValidityRules | None = None,
 ) -> RegressionReport:
-    """Compare every candidate group (device x bundle x configuration) with its baseline."""
+    """Compare every candidate group (device x bundle x configuration) with its baseline;
+    `rules` (the command's --min-iterations, --min-seconds, --max-seconds) judge both sides'
+    runs."""
     groups: dict[tuple[str, str, str], list[HistoryRun]] = {}
     for run in candidate:
         groups.setdefault((run.serial, run.bundle_sha256, run.config_key), []).append(run)
@@ -347,13 +398,15 @@ def compare_runs(
         first = members[0]
         base = baseline_runs(store, baseline, first.device_model, key, exclude_sessions=sessions,
                              before=min(r.started_at for r in members))
-        comparisons.append(_compare_group(serial, first, key, members, base, threshold, alpha))
+        comparisons.append(_compare_group(serial, first, key, members, base, threshold, alpha,
+                                          rules))
     return RegressionReport(baseline, candidate_session, threshold, alpha, comparisons)
 
 
 def _compare_group(
     serial: str, first: HistoryRun, key: str, members: list[HistoryRun],
     base: list[HistoryRun], threshold: float, alpha: float,
+    rules: ValidityRules | None = None,
 ) -> Comparison:
     common = dict(serial=serial, model=first.device_model, bundle_name=first.bundle_name,
                   bundle_sha256=first.bundle_sha256, config_key=key)
@@ -362,8 +415,13 @@ def _compare_group(
                if first.config.profile else "")
         return Comparison(**common, baseline=None, latency=None,
                           note=f"no baseline runs for {first.device_model} {key}{why}")
+    from edgepack.validity import judge_stored
+
+    # Invalid runs (cut short, below the minimums, on a fallen-back EP) measure something else:
+    # no verdict rests on them, on either side.
+    base_ok = [r for r in base if judge_stored(r, rules).usable]
     b0 = base[0]
-    samples = [x for r in base for x in r.latencies_ms]
+    samples = [x for r in base_ok for x in r.latencies_ms]
     session = BaselineSession(b0.session, b0.label, b0.bundle_name, b0.bundle_sha256,
                               min(r.started_at for r in base), len(base), len(samples))
     done = [r for r in members if r.status is not RunStatus.ERROR]
@@ -371,9 +429,20 @@ def _compare_group(
         errors = "; ".join(dict.fromkeys(r.error or "error" for r in members))
         return Comparison(**common, baseline=session, latency=None,
                           note=f"the candidate did not run: {errors}")
-    cand_samples = [x for r in done for x in r.latencies_ms]
-    latency = latency_test(samples, cand_samples, threshold, alpha) if samples and cand_samples \
-        else None
+    verdicts = {r.id: judge_stored(r, rules) for r in done}
+    cand_ok = [r for r in done if verdicts[r.id].usable]
+    left_out = []
+    if len(cand_ok) < len(done):
+        why = next(v.reasons[0] for v in verdicts.values() if not v.usable and v.reasons)
+        left_out.append(f"{len(done) - len(cand_ok)} invalid candidate run(s) not used ({why})")
+    if len(base_ok) < len(base):
+        left_out.append(f"{len(base) - len(base_ok)} invalid baseline run(s) not used")
+    base_runs = [r.latencies_ms for r in base_ok if r.latencies_ms]
+    cand_runs = [r.latencies_ms for r in cand_ok if r.latencies_ms]
+    latency = (latency_test(base_runs, cand_runs, threshold, alpha)
+               if base_runs and cand_runs else None)
+    if latency is None and left_out:
+        left_out.append("latency not judged: no valid runs on a side")
 
     # An output regresses when every baseline run passed it and a candidate run fails it.
     passed_before: dict[tuple[int, str], bool] = {}
@@ -388,4 +457,5 @@ def _compare_group(
             if not v.passed and passed_before.get(k) and k not in accuracy:
                 accuracy[k] = AccuracyRegression(v.set_index, v.output, v.reason or "failed")
     return Comparison(**common, baseline=session, latency=latency,
-                      accuracy=list(accuracy.values()))
+                      accuracy=list(accuracy.values()),
+                      note="; ".join(left_out) if left_out else None)

@@ -94,8 +94,8 @@ def history(
             out.print(f"no runs in {store.location} match", markup=False)
             return
         table = Table(title=f"history ({store.location})", title_justify="left")
-        for col in ("started (UTC)", "session", "label", "bundle", "device", "config", "run",
-                    "status", "n", "median ms", "p90 ms", "CV"):
+        for col in ("started (UTC)", "host", "session", "label", "bundle", "device", "config",
+                    "run", "status", "n", "median ms", "p90 ms", "CV"):
             table.add_column(col, justify="right" if col in ("n", "median ms", "p90 ms", "CV",
                                                              "run") else "left")
         for r in runs:
@@ -103,7 +103,7 @@ def history(
             status = {"pass": "[green]pass[/green]", "fail": "[red]FAIL[/red]"}.get(
                 r.status, "[yellow]error[/yellow]")
             table.add_row(
-                r.started_at[:19].replace("T", " "), r.session, r.label or "-",
+                r.started_at[:19].replace("T", " "), r.host or "-", r.session, r.label or "-",
                 f"{r.bundle_name} {r.bundle_sha256[:8]}", f"{r.serial} ({r.device_model})",
                 r.config_key, str(r.repeat + 1), status, str(s.count) if s else "0",
                 fmt(s.median_ms) if s else "-", fmt(s.p90_ms) if s else "-",
@@ -133,10 +133,12 @@ def regress(
     ] = False,
     threshold: Annotated[float | None, typer.Option(
         "--threshold", callback=number(0),
-        help="Percent slower (median) that counts as a regression (default 5).")] = None,
+        help="Equivalence margin in percent: a slowdown whose interval reaches past it is a "
+        "regression (default 5).")] = None,
     alpha: Annotated[float | None, typer.Option(
         "--alpha", callback=number(0, 1, above=True, below=True),
-        help="Significance level of the Mann-Whitney U test (default 0.01).")] = None,
+        help="1 - the confidence level of the interval over runs (default 0.01: 99 %).")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Run a bundle (or take its stored runs) and compare with baseline runs of the same device
@@ -208,8 +210,10 @@ def _listener(quiet: bool) -> LabListener:
                 note(f"{head}: error: {run.error}")
                 return
             s = run.result.stats
-            note(f"{head}: {'pass' if run.status is RunStatus.PASS else 'FAIL'}, median "
-                 f"{fmt(s.median_ms)} ms, CV {s.cv * 100:.1f}%"
+            # A run with outputs can still be an error: --strict-ep's fallback.
+            status = ("pass" if run.status is RunStatus.PASS else "FAIL" if run.error is None
+                      else f"error: {run.error}")
+            note(f"{head}: {status}, median {fmt(s.median_ms)} ms, CV {s.cv * 100:.1f}%"
                  + "".join(f"; {w}" for w in run.warnings))
 
         def on_device_end(self, serial: str, error: str | None) -> None:
@@ -227,11 +231,15 @@ def _print_bench(data: ReportData) -> None:
 
     out = console()
     rows = []
+    # Judged against the bench's --min-iterations, --min-seconds and --max-seconds.
+    validity = {(g.serial, g.bundle_sha256, g.config_key): data.validity(g) for g in data.groups}
     for g in data.groups:
         if g.stats is None:
             continue
         outcome = data.outcome(g)
-        rows.append((f"{g.serial} {g.bundle_name} {g.config_key}", g.stats, {
+        # A fallback is named in the row itself: the key says what was asked for.
+        ran = "" if g.ep_used in (None, g.ep_requested) else f" (ran on {g.ep_used})"
+        rows.append((f"{g.serial} {g.bundle_name} {g.config_key}{ran}", g.stats, {
             "IQR/med": fmt_spread(g.spread, g.unstable),
             "outliers": str(g.outliers),
             "drift": "-" if g.drift is None else f"{g.drift.change * 100:.1f}%"
@@ -241,6 +249,7 @@ def _print_bench(data: ReportData) -> None:
             "peak MB": g.peak_rss_text,
             "outputs": {"pass": "[green]pass[/green]", "fail": "[red]FAIL[/red]"}.get(
                 outcome, "[yellow]error[/yellow]"),
+            "validity": validity[(g.serial, g.bundle_sha256, g.config_key)].verdict.value,
         }))
     if rows:
         out.print(latency_table(rows))
@@ -256,6 +265,10 @@ def _print_bench(data: ReportData) -> None:
         for w in g.warnings:
             out.print(f"[yellow]warning[/yellow] {esc(g.serial)} {esc(g.config_key)}: {esc(w)}",
                       highlight=False)
+        v = validity[(g.serial, g.bundle_sha256, g.config_key)]
+        for reason in v.reasons:
+            out.print(f"[yellow]{v.verdict.value}[/yellow] {esc(g.serial)} "
+                      f"{esc(g.config_key)}: {esc(reason)}", highlight=False)
         if g.drift is not None and g.drifting:
             out.print(f"[yellow]drifting[/yellow] {esc(g.serial)} {esc(g.config_key)}: repeat "
                       f"medians {', '.join(fmt(m) for m in g.repeat_medians_ms)} ms are "
@@ -279,6 +292,9 @@ def _print_bench(data: ReportData) -> None:
                           fmt_per_iteration(op.ms_per_iteration, op.total_ms, ".3f"),
                           f"{op.share * 100:.1f}%")
         out.print(table)
+        if g.placement is not None:
+            out.print(f"placement on {g.serial} {g.config_key}: {g.placement.summary}",
+                      markup=False)
     counts = data.counts
     out.print(f"{counts['tests']} device x bundle x configuration result(s): "
               f"{counts['passed']} passed, {counts['failures']} failed, {counts['errors']} "
@@ -290,25 +306,27 @@ def _print_regression(report: RegressionReport) -> None:
     from rich.table import Table
 
     out = console()
-    table = Table(title=f"against {report.baseline.description} (latency: > "
-                        f"{report.threshold * 100:g}% slower and p < {report.alpha:g})",
-                  title_justify="left")
-    for col in ("device", "bundle", "config", "baseline", "base ms", "now ms", "change", "p",
-                "verdict"):
-        table.add_column(col, justify="right" if col in ("base ms", "now ms", "change", "p")
-                         else "left")
+    table = Table(title=f"against {report.baseline.description} (latency over runs: "
+                        f"{(1 - report.alpha) * 100:g}% interval of the change, margin "
+                        f"+/-{report.threshold * 100:g}%)", title_justify="left")
+    for col in ("device", "bundle", "config", "baseline", "base ms", "now ms", "change",
+                "interval", "runs", "verdict"):
+        table.add_column(col, justify="right" if col in ("base ms", "now ms", "change",
+                                                         "interval", "runs") else "left")
     for c in report.comparisons:
         t = c.latency
         verdict = ("[red]REGRESSION[/red]" if c.regressed else
-                   "[yellow]NOT JUDGED: too few samples[/yellow]" if c.unjudged else
+                   "[yellow]NOT JUDGED: too few runs[/yellow]" if c.unjudged else
                    "[green]improvement[/green]" if t is not None and t.improvement else
+                   esc(t.verdict) if t is not None else
                    "ok" if c.baseline else f"[yellow]{esc(c.note or '')}[/yellow]")
         table.add_row(
             f"{c.serial} ({c.model})", c.bundle_name, c.config_key,
             (c.baseline.session + (f" {c.baseline.label}" if c.baseline.label else ""))
             if c.baseline else "-",
             fmt(t.baseline_median_ms) if t else "-", fmt(t.candidate_median_ms) if t else "-",
-            f"{t.change * 100:+.1f}%" if t else "-", f"{t.p_value:.2g}" if t else "-", verdict)
+            f"{t.change * 100:+.1f}%" if t else "-", t.interval_text() if t else "-",
+            f"{t.runs_baseline}/{t.runs_candidate}" if t else "-", verdict)
     out.print(table)
     for c in report.comparisons:
         for a in c.accuracy:
@@ -318,6 +336,9 @@ def _print_regression(report: RegressionReport) -> None:
         if c.unjudged and c.latency is not None:
             out.print(f"[yellow]latency not judged[/yellow] {esc(c.serial)} "
                       f"{esc(c.config_key)}: {esc(c.latency.too_few())}", highlight=False)
+        if c.note and c.baseline is not None:
+            out.print(f"[yellow]note[/yellow] {esc(c.serial)} {esc(c.config_key)}: "
+                      f"{esc(c.note)}", highlight=False)
     n, u = len(report.regressions), len(report.unjudged)
     if n:
         line = f"{n} regression(s) in {len(report.comparisons)} comparison(s)"
@@ -326,5 +347,5 @@ def _print_regression(report: RegressionReport) -> None:
     else:
         line = f"no regression in {report.compared} comparison(s)"
     if u:
-        line += f", but latency was NOT JUDGED in {u} of them (too few samples)"
+        line += f", but latency was NOT JUDGED in {u} of them (too few runs)"
     out.print(line, markup=False)

@@ -85,13 +85,31 @@ SweepIterationsOpt = Annotated[int | None, typer.Option(
     "--iterations", min=1, max=MAX_ITERATIONS, help="Timed iterations per run (default 50).")]
 SweepWarmupOpt = Annotated[int | None, typer.Option(
     "--warmup", min=0, max=MAX_ITERATIONS, help="Untimed runs first (default 1).")]
-CooldownOpt = Annotated[float | None, typer.Option(
-    "--cooldown", callback=number(0, MAX_SECONDS),
-    help="Seconds between runs on one device (default 0).")]
+CooldownOpt = Annotated[str | None, typer.Option(
+    "--cooldown", help="Seconds between runs on one device (default 0), or auto: until its "
+    "thermal status and battery temperature are back to where its first run started (at most "
+    "120 s; the wait is recorded, a wait that gave up makes the run semivalid).")]
+# Validity (edgepack.validity), as MLPerf's min query count / min duration / max duration.
+MinIterationsOpt = Annotated[int | None, typer.Option(
+    "--min-iterations", min=0, max=MAX_ITERATIONS,
+    help="A run timing fewer iterations is invalid (default 1).")]
+ValidMinSecondsOpt = Annotated[float | None, typer.Option(
+    "--min-seconds", callback=number(0, MAX_SECONDS),
+    help="A run whose iterations time less than this in all is invalid (default 0).")]
+MaxSecondsOpt = Annotated[float | None, typer.Option(
+    "--max-seconds", callback=number(0, MAX_SECONDS, above=True),
+    help="A run taking longer than this (wall time) is semivalid (default: no cap).")]
 SweepThreadsOpt = Annotated[str | None, typer.Option(
     "--threads", help="Intra-op threads; a comma list sweeps, e.g. 1,2,4 (default 1).")]
 SweepEpOpt = Annotated[str | None, typer.Option(
-    "--ep", help="Execution providers; a comma list sweeps, e.g. cpu,xnnpack (default cpu).")]
+    "--ep", help="Execution providers; a comma list sweeps, e.g. cpu,xnnpack (default cpu); "
+                 "BUNDLE=EP gives one bundle (manifest name or path) its own.")]
+PlacementOpt = Annotated[bool, typer.Option(
+    "--profile", help="Profile with onnxruntime and say where the nodes ran: how many on the "
+                      "provider asked for, in how many partitions, which fell back to the CPU.")]
+StrictEpOpt = Annotated[bool, typer.Option(
+    "--strict-ep", help="A provider that falls back to another is a device failure (exit 3), "
+                        "not a warning.")]
 AffinityOpt = Annotated[str | None, typer.Option(
     "--cpu-affinity", help="Pin the runner to CPUs: taskset's hex mask, e.g. f0 (big cores); "
     "over lab.toml's per-device masks.")]
@@ -115,6 +133,9 @@ LAB_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("iterations", SweepIterationsOpt, None),
     ("warmup", SweepWarmupOpt, None),
     ("cooldown", CooldownOpt, None),
+    ("min_iterations", MinIterationsOpt, None),
+    ("min_seconds", ValidMinSecondsOpt, None),
+    ("max_seconds", MaxSecondsOpt, None),
     ("threads", SweepThreadsOpt, None),
     ("ep", SweepEpOpt, None),
     ("cpu_affinity", AffinityOpt, None),
@@ -123,6 +144,7 @@ LAB_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("db", DbOpt, None),
     ("label", LabelOpt, None),
     ("report_dir", ReportDirOpt, None),
+    ("strict_ep", StrictEpOpt, False),
 )
 
 

@@ -118,20 +118,21 @@ def test_bench_and_regress_share_one_declaration_of_their_options():
 
 def test_regress_layers_the_lab_file_as_bench_does(lab_bundle, tmp_path):
     lab, db = tmp_path / "lab.toml", tmp_path / "h.db"
-    lab.write_text("[defaults]\nrepeat = 1\niterations = 6\nthreads = 2\n"
+    # repeat = 2: regress judges latency over runs, and an interval needs two a side.
+    lab.write_text("[defaults]\nrepeat = 2\niterations = 6\nthreads = 2\n"
                    "threshold_percent = 400\nalpha = 0.05\n")
     common = [lab_bundle, "--lab", lab, "--device", "host", "--engine", "python", "--db", db]
     base = run_cli("bench", *common, "--label", "base", "--json")
     assert base.code == 0, base.stderr
     assert [(g["config_key"], g["latency_ms"]["count"]) for g in base.json()["results"]] == [
-        ("cpu/t2", 6)]
+        ("cpu/t2", 12)]
     r = run_cli("regress", *common, "--baseline", "label:base", "--iterations", "7", "--json")
     assert r.code == 0, r.stderr
     doc = r.json()
     assert (doc["threshold"], doc["alpha"], doc["compared"]) == (4.0, 0.05, 1)
     (c,) = doc["comparisons"]
     assert c["config_key"] == "cpu/t2"  # the file's threads, and the command line's iterations:
-    assert (c["latency"]["n_candidate"], c["latency"]["n_baseline"]) == (7, 6)
+    assert (c["latency"]["n_candidate"], c["latency"]["n_baseline"]) == (14, 12)
     over = run_cli("regress", *common, "--baseline", "label:base", "--from-history",
                    "--threshold", "300", "--alpha", "0.2", "--json")
     assert over.code == 0, over.stderr

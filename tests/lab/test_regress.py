@@ -19,61 +19,72 @@ from tests.lab.conftest import FakePhone, deploy_result, samples
 # ---------------------------------------------------------------------------- the statistics
 
 
+def runs(seed: int, n_runs: int, scale: float = 1.0, between: float = 0.015,
+         n: int = 50) -> list[list[float]]:
+    """Runs as a phone gives them: each run's own level (its frequency, its cache state) moves
+    by `between` around the median, its iterations around that."""
+    rng = np.random.default_rng(seed)
+    return [samples(seed * 1000 + k, n=n, median=10.0 * scale * float(np.exp(
+        rng.normal(0, between)))) for k in range(n_runs)]
+
+
 def test_a_ten_percent_slowdown_is_detected():
-    detected = 0
     for seed in range(200):
-        base = samples(seed, n=50)
-        slow = [x * 1.10 for x in samples(10_000 + seed, n=50)]
-        t = latency_test(base, slow)
-        detected += t.regression
-        assert t.change == pytest.approx(0.10, abs=0.04)
-    assert detected == 200
+        t = latency_test(runs(seed, 5), runs(10_000 + seed, 5, scale=1.10))
+        assert t.regression and t.verdict == "regression", (seed, t)
+        assert t.change == pytest.approx(0.10, abs=0.07)
+        assert t.ci_low < t.change < t.ci_high
 
 
-def test_identical_distributions_raise_no_alarm():
-    alarms = sum(latency_test(samples(seed, n=50), samples(50_000 + seed, n=50)).regression
+def test_identical_distributions_raise_almost_no_alarm():
+    # 3 runs a side (bench's default --repeat), the 99 % interval (--alpha 0.01).
+    alarms = sum(latency_test(runs(seed, 3), runs(50_000 + seed, 3)).regression
                  for seed in range(1000))
-    assert alarms == 0
+    assert alarms <= 10
 
 
-def test_both_the_threshold_and_the_test_must_agree():
-    # 3 % slower on 2000 samples: significant, but below the 5 % that matters.
-    base, cand = samples(1, n=2000), [x * 1.03 for x in samples(2, n=2000)]
+def test_the_iterations_are_not_the_units():
+    # Two runs a side, each of 5000 iterations; the runs' levels differ by 4 % within a side.
+    # Pooled iterations made this overwhelmingly "significant"; over runs it is no finding.
+    base = [samples(1, n=5000, median=10.0), samples(2, n=5000, median=10.4)]
+    cand = [samples(3, n=5000, median=10.2), samples(4, n=5000, median=10.6)]
     t = latency_test(base, cand)
-    assert t.p_value < 1e-6 and not t.regression
+    assert t.judged and not t.slower and not t.regression
+    assert t.ci_low < 0 < t.ci_high and t.verdict in ("inconclusive", "no change")
+
+
+def test_the_threshold_is_a_margin_that_hides_nothing():
+    # 3 % slower, runs tight: slower with confidence, the whole interval inside 5 %.
+    base, cand = runs(1, 8, between=0.003), runs(2, 8, scale=1.03, between=0.003)
+    t = latency_test(base, cand)
+    assert t.slower and not t.regression and t.verdict == "slower, within the margin"
+    assert 0 < t.ci_low and t.ci_high < 0.05
     assert latency_test(base, cand, threshold=0.02).regression
-    # 30 % slower on 3 noisy samples each: above the threshold, not significant.
-    rng = np.random.default_rng(0)
-    few = latency_test([10.0, 14.0, 8.0], list(rng.normal(13.0, 3.0, 3)))
-    assert few.change > 0.05 and few.p_value >= 0.01 and not few.regression
+    # 30 % slower on 2 noisy runs a side: an interval too wide to call it.
+    wide = latency_test(runs(3, 2, between=0.3), runs(4, 2, scale=1.3, between=0.3))
+    assert not wide.regression and wide.verdict == "inconclusive"
 
 
-def test_too_few_samples_to_reach_alpha_are_not_judged():
-    # 4 a side, every candidate sample 30 % slower: the exact p is 1/C(8, 4) = 1/70, the
-    # smallest there is, and still not below 0.01. That is "cannot tell", not "no change".
-    base, slow = [10.0, 10.2, 9.9, 10.1], [13.0, 13.2, 12.9, 13.1]
-    t = latency_test(base, slow)
-    assert t.smallest_p == pytest.approx(1 / 70) and t.p_value == pytest.approx(1 / 70)
-    assert not t.judged and not t.regression and t.verdict == "too few samples"
-    assert "1/C(8, 4) = 0.014" in t.too_few() and "5 iterations a side" in t.too_few()
-    # Computed from the sizes and alpha, not a fixed count: 4 a side can reach 0.05 ...
-    loose = latency_test(base, slow, alpha=0.05)
-    assert loose.judged and loose.regression
-    # ... 3 a side cannot (1/20 is not below 0.05), and 2 against 50 can reach 0.01 (1/1326).
-    assert not latency_test(base[:3], slow[:3], alpha=0.05).judged
-    assert latency_test([10.0, 10.1], samples(1, n=50, median=13.0)).regression
-    # Ties send scipy to the normal approximation, whose p can undercut the exact bound.
-    tied = latency_test([10.0, 10.0, 10.0], [13.0, 13.0, 13.0], alpha=0.04)
-    assert tied.p_value < 0.04 and not tied.judged and not tied.regression
+def test_one_run_a_side_is_not_judged():
+    t = latency_test([samples(1)], runs(2, 3, scale=1.5))
+    assert not t.judged and not t.regression and t.verdict == "too few runs"
+    # Names the side that is short and bench's --repeat that fixes it.
+    assert "1 baseline and 3 candidate" in t.too_few()
+    assert "bench the baseline again with --repeat 3" in t.too_few()
+    assert "run the candidate" not in t.too_few()
+    # alpha sets the level: 80 % is narrower than 99.9 %.
+    base, cand = runs(5, 4), runs(6, 4, scale=1.02)
+    loose, strict = latency_test(base, cand, alpha=0.2), latency_test(base, cand, alpha=0.001)
+    assert strict.ci_low < loose.ci_low < loose.ci_high < strict.ci_high
 
 
 def test_improvements_are_told_apart():
-    t = latency_test(samples(3), [x * 0.8 for x in samples(4)])
+    t = latency_test(runs(3, 3), runs(4, 3, scale=0.8))
     assert t.improvement and not t.regression and t.change < -0.15
-    flat = latency_test([5.0] * 10, [5.0] * 10)
-    assert flat.p_value == 1.0 and not flat.regression and flat.change == 0.0
+    flat = latency_test([[5.0] * 10] * 3, [[5.0] * 10] * 3)
+    assert not flat.regression and flat.change == 0.0 and flat.verdict == "no change"
     with pytest.raises(ValueError):
-        latency_test([], [1.0])
+        latency_test([], [[1.0]])
 
 
 # ---------------------------------------------------------------------------- against history
@@ -213,48 +224,55 @@ def test_regress_from_history_exits_1_on_a_regression(bundle, lab_bundle, tmp_pa
                     "--db", db, "--threshold", "20")
     assert human.code == 0, human.stderr
     assert "no regression in 1 comparison(s)" in human.stdout
+    # The interval is printed, at the level --alpha sets.
+    assert "99% interval" in human.stdout and "(99 %)" in human.stdout
     missing = run_cli("regress", lab_bundle, "--baseline", "label:nope", "--from-history",
                       "--db", db)
     assert missing.code == 2 and "no session is labelled 'nope'" in missing.stderr
 
 
-def test_regress_refuses_to_judge_latency_on_too_few_samples(bundle, lab_bundle, tmp_path):
+def test_regress_refuses_to_judge_latency_on_too_few_runs(bundle, lab_bundle, tmp_path):
     import xml.etree.ElementTree as ET
 
     db = tmp_path / "h.db"
     with HistoryStore.open(db) as store:
         store_runs(store, bundle, tmp_path, [phone("A", 1)], label="main", repeat=1,
-                   iterations=4)
+                   iterations=400)
         store_runs(store, bundle, tmp_path, [phone("A", 2, scale=1.5)], label="pr", repeat=1,
-                   iterations=4)
+                   iterations=400)
     args = ["regress", lab_bundle, "--baseline", "label:main", "--from-history", "--db", db]
     r = run_cli(*args, "--json", "--report-dir", tmp_path / "rep")
     assert r.code == 2, r.stderr
-    assert "latency not judged in 1 of 1 comparison(s): too few samples to judge at " \
-           "alpha=0.01" in r.stderr
+    assert "latency not judged in 1 of 1 comparison(s): too few runs to judge" in r.stderr
     doc = r.json()
     assert doc["regressions"] == 0 and doc["unjudged"] == 1 and doc["compared"] == 1
     (c,) = doc["comparisons"]
     assert c["unjudged"] and not c["regressed"]
-    assert c["latency"]["verdict"] == "too few samples" and c["latency"]["judged"] is False
-    assert c["latency"]["smallest_p"] == pytest.approx(1 / 70)
-    assert "1/C(8, 4)" in c["latency"]["reason"]
+    assert c["latency"]["verdict"] == "too few runs" and c["latency"]["judged"] is False
+    assert (c["latency"]["runs_baseline"], c["latency"]["runs_candidate"]) == (1, 1)
+    # What to do, on each side that is short.
+    assert ("bench the baseline again with --repeat 3 (the default) and run the candidate "
+            "with --repeat 3" in c["latency"]["reason"]), c["latency"]["reason"]
     human = run_cli(*args)
     assert human.code == 2
     assert "NOT JUDGED" in human.stdout and "no regression in" not in human.stdout
-    assert "latency was NOT JUDGED in 1 of them (too few samples)" in human.stdout
+    assert "latency was NOT JUDGED in 1 of them (too few runs)" in human.stdout
     # The reports say it too: junit skips the case instead of passing it.
     case = next(ET.parse(tmp_path / "rep" / "junit.xml").iter("testcase"))
     skipped = case.find("skipped")
-    assert skipped is not None and "too few samples" in skipped.get("message")
+    assert skipped is not None and "too few runs" in skipped.get("message")
+    assert skipped.get("type") == "too-few-runs"
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "NOT JUDGED: too few runs" in md and "(too few runs)" in md
+    assert "too few samples" not in md
     assert ET.parse(tmp_path / "rep" / "junit.xml").getroot().get("skipped") == "1"
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert report["summary"]["unjudged"] == 1 and report["summary"]["passed"] == 0
     assert report["results"][0]["outcome"] == "unjudged"
     assert "NOT JUDGED" in (tmp_path / "rep" / "report.md").read_text()
     assert "NOT JUDGED" in (tmp_path / "rep" / "report.html").read_text()
-    # At alpha 0.05 the same 4 a side can be judged, and are slower.
-    assert run_cli(*args, "--alpha", "0.05").code == 1
+    # However many iterations a run has, and whatever --alpha: one run is one unit.
+    assert run_cli(*args, "--alpha", "0.2").code == 2
 
 
 def test_regress_from_history_writes_the_reports_its_bench_wrote(lab_bundle, tmp_path):
@@ -308,12 +326,13 @@ def test_regress_from_history_writes_the_reports_its_bench_wrote(lab_bundle, tmp
 
 def test_regress_runs_on_the_host_and_writes_reports(lab_bundle, tmp_path):
     db = tmp_path / "h.db"
+    # Two runs a side: the fewest an interval over runs can be made from.
     base = run_cli("bench", lab_bundle, "--device", "host", "--engine", "python", "--repeat",
-                   "1", "--iterations", "30", "--db", db, "--label", "base", "--json")
+                   "2", "--iterations", "30", "--db", db, "--label", "base", "--json")
     assert base.code == 0, base.stderr
     # A generous threshold: this checks the plumbing, not this machine's timing noise.
     r = run_cli("regress", lab_bundle, "--baseline", "label:base", "--device", "host",
-                "--engine", "python", "--repeat", "1", "--iterations", "30", "--threshold",
+                "--engine", "python", "--repeat", "2", "--iterations", "30", "--threshold",
                 "400", "--db", db, "--report-dir", tmp_path / "rep", "--json")
     assert r.code == 0, r.stderr
     doc = r.json()
