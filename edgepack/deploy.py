@@ -149,6 +149,9 @@ class DeviceExecutor:
         with device_lock(device, DEVICE_ROOT, lease, self.break_lock, then=then) as lock:
             notes = [f"removed the scratch of an unfinished run from the device: runs/{name}"
                      for name in _stale_removed(lock.then_output)]
+            if info.emulated:
+                notes.append(f"the device is emulated ({info.emulated}): its outputs are the "
+                             "ARM kernels', its timings the emulator's, not a phone's")
             if self.keep:
                 notes.append(f"kept the run's files on the device in {paths[2]}")
             else:

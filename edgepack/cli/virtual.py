@@ -48,7 +48,7 @@ def virtual_device(
         "--serial", help="ro.serialno (adb itself lists the device as HOST:PORT).")] = None,
     abi: Annotated[str | None, typer.Option(
         "--abi", help="ro.product.cpu.abi to REPORT (default: the host's). Programs still run "
-        "as the host's ABI.")] = None,
+        "as the host's ABI, unless --emulate.")] = None,
     model: Annotated[str, typer.Option("--model", help="ro.product.model.")] = (
         "edgepack virtual device"),
     manufacturer: Annotated[str, typer.Option(
@@ -100,12 +100,18 @@ def virtual_device(
         "--quota", help="Fault: the root holds at most this many bytes; pushes past it fail "
         "with 'No space left on device'.")] = None,
     runner_fault: Annotated[str | None, typer.Option(
-        "--runner-fault", help="Fault: a program named edgepack-runner crashes (crash: SIGSEGV) "
-        "or hangs (hang) when a command runs it; the binary itself is untouched. Needs cc.")
+        "--runner-fault", help="Fault: a program named edgepack-runner crashes (crash: SIGSEGV), "
+        "hangs (hang), or computes node NODE's output wrong by relative amount REL, every other "
+        "node exact (perturb:NODE:REL; an unnamed node is OP#INDEX, as diagnose names it) when "
+        "a command runs it; the binary and the bundle stay as pushed. Needs cc.")
     ] = None,
     runner_fault_once: Annotated[bool, typer.Option(
         "--runner-fault-once", help="Fault: only the first run of the runner meets the fault.")
     ] = False,
+    slowdown_after: Annotated[str | None, typer.Option(
+        "--slowdown-after", help="Drift: SECONDS:FACTOR, e.g. 30:1.5: from SECONDS after the "
+        "device starts, the runner's every inference takes FACTOR times as long (the runner "
+        "binary is untouched). Needs cc.")] = None,
     linux_board: Annotated[bool, typer.Option(
         "--linux-board", help="Stand in for a Linux board running adbd rather than a phone: no "
                               "getprop, setprop or dumpsys.")] = False,
@@ -117,6 +123,11 @@ def virtual_device(
         "of the host's on PATH, as on a phone; host: this machine's /bin/sh and programs. "
         "Default: android for a phone when mksh and toybox are installed, host for "
         "--linux-board.")] = None,
+    emulate: Annotated[bool, typer.Option(
+        "--emulate", help="Compute as an arm64 phone: run the aarch64 programs the shell starts "
+        "under qemu-user with an ARM /proc/cpuinfo, so deploy pushes the linux-aarch64 runner "
+        "(build it first) and onnxruntime's ARM kernels compute. Implies --abi arm64-v8a; slow, "
+        "and the device says it is emulated.")] = False,
     verbose: Annotated[bool, typer.Option(
         "-v", "--verbose", help="Log connections, refused services and faults.")] = False,
 ) -> None:
@@ -125,6 +136,8 @@ def virtual_device(
 
     It runs THIS machine's programs, so its ABI is the host's (x86_64 on a PC), whatever
     --abi reports: edgepack deploys the host runner to it (ro.edgepack.runner_target=host).
+    With --emulate it runs aarch64 programs under qemu-user instead and reports the
+    linux-aarch64 runner.
     Shell commands are real processes on this machine with device paths (/data, /sdcard,
     /storage, /mnt) mapped into --root; it is a stand-in for tests and lab rehearsals, not a
     sandbox. Whoever connects runs commands as you, so on any address but loopback (and with
@@ -137,7 +150,7 @@ def virtual_device(
     import sys
     import threading
 
-    from edgepack.devices.virtual import DeviceConfig, Faults, VirtualDevice
+    from edgepack.devices.virtual import DeviceConfig, Faults, VirtualDevice, slowdown
     from edgepack.devices.virtual.props import host_abi
     from edgepack.devices.virtual.runnerfault import RunnerFaultUnavailable
     from edgepack.devices.virtual.server import DeviceStartError
@@ -157,6 +170,10 @@ def virtual_device(
         if seconds is not None:
             _check(option, seconds, 0, _WEEK, f"0 to {_WEEK} seconds")
     temperatures = parse_temperatures(temperature)
+    try:
+        slow = slowdown.parse(slowdown_after) if slowdown_after is not None else None
+    except ValueError as exc:
+        raise EdgepackError(str(exc), ExitCode.BAD_INPUT) from None
     try:
         status = parse_battery_status(battery_status)
     except ValueError as exc:
@@ -182,16 +199,19 @@ def virtual_device(
         quota_bytes=parse_bytes("--quota", quota) if quota else None,
         runner=runner_fault,
         runner_once=runner_fault_once,
+        slowdown_after=slow[0] if slow else None,
+        slowdown_factor=slow[1] if slow else 1.0,
     )
     config = DeviceConfig(
-        root=root, port=port, host=host, serial=serial, abi=abi or host_abi(), model=model,
+        root=root, port=port, host=host, serial=serial,
+        abi=abi or ("arm64-v8a" if emulate else host_abi()), model=model,
         manufacturer=manufacturer, sdk=sdk, release=release, soc_model=soc_model,
         soc_manufacturer=soc_manufacturer, props=parse_pairs("--prop", prop),
         battery=Battery(level=battery_level, temperature=battery_temperature, status=status),
         thermal=Thermal(status=thermal_status, **({"temperatures": temperatures}
                                                   if temperatures else {})),
         faults=faults, vanish_after=vanish_after, linux_board=linux_board, glibc=glibc,
-        userland=userland,
+        userland=userland, emulate=emulate,
         auth=auth, authorized_keys=tuple(authorized_keys) if authorized_keys else None,
     )
     try:
@@ -201,7 +221,8 @@ def virtual_device(
     except ValueError as exc:
         raise EdgepackError(f"virtual device: {exc}", ExitCode.BAD_INPUT) from None
     except RunnerFaultUnavailable as exc:
-        raise EdgepackError(f"--runner-fault: {exc}", ExitCode.BAD_INPUT) from None
+        option = "--runner-fault" if runner_fault else "--slowdown-after"
+        raise EdgepackError(f"{option}: {exc}", ExitCode.BAD_INPUT) from None
 
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())

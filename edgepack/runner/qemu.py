@@ -49,7 +49,7 @@ def cpuinfo_file(root: Path | None = None) -> Path:
     return path
 
 
-def _unshare_prefix() -> list[str]:
+def unshare_prefix() -> list[str]:
     # As root, a mount namespace is enough; otherwise a user namespace maps us to root in it.
     return ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-U", "-r", "-m"]
 
@@ -58,7 +58,7 @@ def wrapper(cpuinfo: Path) -> list[str]:
     """Argument list placed before the runner's own: the runner path and its arguments arrive
     in "$@" of a fixed script, so nothing is ever spliced into shell text."""
     script = f'mount --bind "$1" /proc/cpuinfo && shift && exec {QEMU} -L {SYSROOT} "$@"'
-    return [*_unshare_prefix(), "sh", "-c", script, "sh", str(cpuinfo)]
+    return [*unshare_prefix(), "sh", "-c", script, "sh", str(cpuinfo)]
 
 
 def unavailable_reason() -> str | None:
@@ -71,7 +71,7 @@ def unavailable_reason() -> str | None:
     # The very bind the runs need, so that a kernel or container refusing it is found here.
     probe = 'mount --bind "$1" /proc/cpuinfo && grep -q "CPU implementer" /proc/cpuinfo'
     try:
-        proc = subprocess.run([*_unshare_prefix(), "sh", "-c", probe, "sh", str(cpuinfo_file())],
+        proc = subprocess.run([*unshare_prefix(), "sh", "-c", probe, "sh", str(cpuinfo_file())],
                               capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"cannot create a private mount namespace ({exc})"

@@ -34,7 +34,7 @@ def test_every_step_of_a_deploy_works_under_mksh_and_toybox(exported, host_runne
                    "--random-sets", "2").code == 0
     outputs = tmp_path / "pulled outputs"
     args = ["deploy", bundle, "--device", phone.serial, "--iterations", "3", "--json",
-            "--cpu-affinity", "1", "--outputs", outputs]
+            "--cpu-affinity", "1", "--outputs", outputs, "--force"]
     first = run_cli(*args)
     assert first.code == 0, first.stderr
     doc = first.json()

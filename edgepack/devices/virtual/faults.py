@@ -12,6 +12,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from edgepack.devices.virtual import perturb
+
 RUNNER_FAULTS = ("crash", "hang")
 
 
@@ -36,14 +38,23 @@ class Faults:
     # or "hang" (until killed). The runner binary itself is not touched.
     runner: str | None = None
     runner_once: bool = False  # only the first run after the knob is set gets the fault
+    # Drift: from this many seconds after the device started, a program named edgepack-runner
+    # runs slowdown_factor times slower (edgepack.devices.virtual.slowdown).
+    slowdown_after: float | None = None
+    slowdown_factor: float = 1.0
 
     def validate(self) -> None:
-        if self.runner is not None and self.runner not in RUNNER_FAULTS:
+        if self.runner is not None and perturb.is_perturb(self.runner):
+            perturb.parse(self.runner)  # ValueError: one line for the user
+        elif self.runner is not None and self.runner not in RUNNER_FAULTS:
             raise ValueError(f"runner fault {self.runner!r}: expected one of {RUNNER_FAULTS}")
         for name in ("bandwidth", "drop_after_bytes", "quota_bytes"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} must not be negative")
+        if self.slowdown_after is not None and (not self.slowdown_after >= 0
+                                                or not 1 <= self.slowdown_factor <= 100):
+            raise ValueError("slowdown: the delay must be >= 0 s and the factor from 1 to 100")
         if self.latency < 0 or self.vanish_delay < 0:
             raise ValueError("latency and vanish_delay must not be negative")
         if self.vanish_on_command is not None:

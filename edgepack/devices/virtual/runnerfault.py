@@ -1,4 +1,5 @@
-"""The runner faults: a preloaded library that makes edgepack-runner crash or hang.
+"""The runner faults: a preloaded library that makes edgepack-runner crash, hang, or compute one
+node wrong (perturb:NODE:REL, edgepack.devices.virtual.perturb).
 
 A shell command run while the fault is on gets LD_PRELOAD with this small library. Its
 constructor runs in every dynamically linked program the command starts and does nothing unless
@@ -19,6 +20,8 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
+
+from edgepack.devices.virtual import perturb
 
 ENV_MODE = "EDGEPACK_VD_RUNNER_FAULT"
 ENV_MARK = "EDGEPACK_VD_RUNNER_FAULT_MARK"
@@ -43,6 +46,8 @@ static void say(const char *text) {
     (void)ignored;
 }
 
+static int edgepack_vd_perturb_on; /* perturb.py's interposers read it */
+
 __attribute__((constructor)) static void edgepack_vd_runner_fault(void) {
     const char *mode = getenv("EDGEPACK_VD_RUNNER_FAULT");
     if (!mode || !*mode) return;
@@ -58,6 +63,10 @@ __attribute__((constructor)) static void edgepack_vd_runner_fault(void) {
         if (fd >= 0) close(fd);
         else if (errno == EEXIST && getenv("EDGEPACK_VD_RUNNER_FAULT_ONCE")) return;
     }
+    if (strncmp(mode, "perturb:", 8) == 0) {
+        edgepack_vd_perturb_on = 1;
+        return;
+    }
     if (strcmp(mode, "crash") == 0) {
         say("edgepack virtual device: injected runner crash (SIGSEGV)\n");
         signal(SIGSEGV, SIG_DFL);
@@ -71,6 +80,8 @@ __attribute__((constructor)) static void edgepack_vd_runner_fault(void) {
 }
 """
 
+_SOURCE += perturb.C_SOURCE
+
 _lock = threading.Lock()
 
 
@@ -80,28 +91,37 @@ class RunnerFaultUnavailable(RuntimeError):
 
 def library_path() -> Path:
     """The compiled library, built once per machine and source version, in a private cache."""
-    digest = hashlib.sha256(_SOURCE.encode()).hexdigest()[:16]
+    return build_preload(_SOURCE, "vd-runner-fault")
+
+
+def build_preload(source: str, stem: str, compiler: str | None = None) -> Path:
+    """A preload library built from C `source` once per machine and source version, cached
+    (the runner faults' and the slowdown knob's, edgepack.devices.virtual.slowdown).
+    `compiler`: a cross compiler instead of cc (an emulated device's aarch64 builds; the stem
+    then names the architecture, as the cache keys on stem and source alone)."""
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     with _lock:
         cache = _cache_dir()
-        target = cache / f"vd-runner-fault-{digest}.so"
+        target = cache / f"{stem}-{digest}.so"
         if target.is_file():
             return target
-        compiler = shutil.which("cc") or shutil.which("gcc")
+        compiler = shutil.which(compiler) if compiler else (shutil.which("cc")
+                                                            or shutil.which("gcc"))
         if compiler is None:
             raise RunnerFaultUnavailable(
                 "the runner faults need a C compiler (cc or gcc) to build their preload library"
             )
         with tempfile.TemporaryDirectory(prefix="vd-fault-") as tmp:
             src = Path(tmp) / "fault.c"
-            src.write_text(_SOURCE, "utf-8")
+            src.write_text(source, "utf-8")
             out = Path(tmp) / "fault.so"
             proc = subprocess.run(
-                [compiler, "-shared", "-fPIC", "-O2", "-o", str(out), str(src)],
+                [compiler, "-shared", "-fPIC", "-O2", "-o", str(out), str(src), "-ldl"],
                 capture_output=True, text=True, timeout=120,
             )
             if proc.returncode != 0:
                 raise RunnerFaultUnavailable(
-                    f"building the runner fault library failed: {proc.stderr.strip()[:500]}"
+                    f"building the {stem} library failed: {proc.stderr.strip()[:500]}"
                 )
             # Another process may build the same file at the same moment: replace atomically.
             staged = target.with_name(f".{target.name}.{os.getpid()}")
@@ -132,4 +152,6 @@ def environment(lib: Path, mode: str, once: bool, mark: Path,
     env = {"LD_PRELOAD": preload, ENV_MODE: mode, ENV_MARK: str(mark)}
     if once:
         env[ENV_ONCE] = "1"
+    if perturb.is_perturb(mode):
+        env.update(perturb.environment(mark))
     return env

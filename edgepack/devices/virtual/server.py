@@ -24,10 +24,11 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgepack.devices.virtual import runnerfault
+from edgepack.devices.virtual import emulate, runnerfault, slowdown
 from edgepack.devices.virtual.auth import Authenticator, KeyFileError, KeySource
 from edgepack.devices.virtual.faults import Faults, Throttle
 from edgepack.devices.virtual.fs import DeviceFS
@@ -98,6 +99,9 @@ class DeviceConfig:
     # "android" (mksh, toybox), "host" (/bin/sh, this machine's programs); None: android for a
     # phone when mksh and toybox are installed, else host (tools.choose_userland).
     userland: str | None = None
+    # Run aarch64 programs under qemu-user, as an arm64 phone computes (emulate.py): the device
+    # then reports the linux-aarch64 runner and says it is emulated. Needs abi "arm64-v8a".
+    emulate: bool = False
     # adb's RSA authentication: always on when `host` is not loopback; True turns it on for
     # loopback too. The accepted keys are read from `authorized_keys` (adb_keys format), by
     # default ~/.android/adbkey.pub and ROOT/data/misc/adb/adb_keys.
@@ -124,6 +128,11 @@ class VirtualDevice:
         self._stopped = threading.Event()
         self._port = config.port
         self._fault_lib: Path | None = None
+        # What an emulated device's aarch64 runner preloads instead of the x86 fault libraries,
+        # by the knob that asked for it: "fault", "slowdown".
+        self._guest_libs: dict[str, Path] = {}
+        self._exec_hook: dict[str, str] = {}  # the shell environment's exec hook, if emulating
+        self._slowdown_at: float | None = None  # time.time() the slowdown starts
         self.state_dir: Path | None = None
         self.authenticator: Authenticator | None = None  # None: no authentication
 
@@ -152,6 +161,7 @@ class VirtualDevice:
                 raise DeviceStartError(f"glibc {config.glibc!r}: expected a version such as 2.31")
             self.toolbox.install(android=not config.linux_board, glibc=config.glibc,
                                  userland=config.userland)
+            emulated = self._start_emulation() if config.emulate else {}
             self.mapper = CommandMapper(self.link, config.prefixes)
             self._listen()
             serial = config.serial or f"virtual-{self._port}"
@@ -159,12 +169,14 @@ class VirtualDevice:
                 serial=serial, abi=config.abi, model=config.model,
                 manufacturer=config.manufacturer, sdk=config.sdk, release=config.release,
                 soc_model=config.soc_model, soc_manufacturer=config.soc_manufacturer,
-            ), **config.props})
+            ), **emulated, **config.props})
             self.set_battery()
             self.set_thermal()
             self._base_env = self._shell_env()
             if self.faults.runner:
                 self.set_runner_fault(self.faults.runner, once=self.faults.runner_once)
+            if self.faults.slowdown_after is not None:
+                self.set_slowdown(self.faults.slowdown_after, self.faults.slowdown_factor)
         except BaseException:
             self.stop()
             raise
@@ -262,6 +274,16 @@ class VirtualDevice:
         self.faults.validate()
         self._fault_mark().unlink(missing_ok=True)
 
+    def set_slowdown(self, after: float | None, factor: float = 1.0) -> None:
+        """From `after` seconds from now, the runner runs `factor` times slower (None: off);
+        builds the library now, as set_runner_fault does."""
+        if after is not None:
+            self._slowdown_library()
+            self._slowdown_at = time.time() + after
+        self.faults.slowdown_after = after
+        self.faults.slowdown_factor = factor
+        self.faults.validate()
+
     @property
     def runner_fault_fired(self) -> bool:
         """Whether a runner has met the fault since set_runner_fault()."""
@@ -299,6 +321,12 @@ class VirtualDevice:
                 self._fault_library(), faults.runner, faults.runner_once, self._fault_mark(),
                 env.get("LD_PRELOAD"),
             ))
+        if faults.slowdown_after is not None and self._slowdown_at is not None:
+            env.update(slowdown.environment(self._slowdown_library(), self._slowdown_at,
+                                            faults.slowdown_factor, env.get("LD_PRELOAD")))
+        guest = [str(lib) for lib in self._guest_libs.values()]
+        if guest:
+            env[emulate.ENV_GUEST_PRELOAD] = " ".join(guest)
         names = (self.link, self.fs.root) if self.config.map_output else ()
         return ShellContext(cwd=self.link, env=env, map_command=self.mapper.map_command,
                             output_names=names, shell=self.toolbox.userland.shell)
@@ -423,7 +451,41 @@ class VirtualDevice:
             EXTERNAL_STORAGE=f"{link}/sdcard",
             SHELL=self.toolbox.userland.shell,
         )
+        env.update(self._exec_hook)
         return env
+
+    def _start_emulation(self) -> dict[str, str]:
+        """Install the exec hook and qemu-exec (emulate.py); the properties that say so."""
+        config = self.config
+        if config.abi != emulate.ABI:
+            raise DeviceStartError(f"emulation runs aarch64 programs: the ABI is {emulate.ABI}, "
+                                   f"not {config.abi}")
+        reason = emulate.unavailable_reason()
+        if reason is not None:
+            raise DeviceStartError(f"cannot emulate an arm64 device here: {reason}")
+        assert self.state_dir is not None
+        try:
+            hook = emulate.hook_library()
+        except runnerfault.RunnerFaultUnavailable as exc:
+            raise DeviceStartError(f"cannot emulate an arm64 device here: {exc}") from None
+        link = self.state_dir / "emulate-exec.so"  # a plain path: LD_PRELOAD splits at spaces
+        os.symlink(hook, link)
+        qemu_exec = emulate.install(self.state_dir, self.toolbox.bin_dir,
+                                    self.toolbox.userland.toybox)
+        self._exec_hook = {"LD_PRELOAD": " ".join(
+            p for p in (str(link), os.environ.get("LD_PRELOAD")) if p),
+            emulate.ENV_EXEC: str(qemu_exec)}
+        return emulate.props(config.model)
+
+    def _guest_library(self, knob: str, source: str, stem: str) -> None:
+        """On an emulated device, the aarch64 build of a knob's preload library."""
+        if not self.config.emulate or knob in self._guest_libs:
+            return
+        assert self.state_dir is not None
+        target = self.state_dir / f"{stem}-aarch64.so"
+        if not target.exists():
+            os.symlink(emulate.guest_library(source, stem), target)
+        self._guest_libs[knob] = target
 
     def _fault_library(self) -> Path:
         if self._fault_lib is None:
@@ -434,7 +496,16 @@ class VirtualDevice:
             if not target.exists():
                 os.symlink(runnerfault.library_path(), target)
             self._fault_lib = target
+            self._guest_library("fault", runnerfault._SOURCE, "vd-runner-fault")
         return self._fault_lib
+
+    def _slowdown_library(self) -> Path:
+        assert self.state_dir is not None
+        target = self.state_dir / "runner-slowdown.so"  # a plain path, as _fault_library's
+        if not target.exists():
+            os.symlink(slowdown.library_path(), target)
+        self._guest_library("slowdown", slowdown._SOURCE, "vd-runner-slowdown")
+        return target
 
     def _fault_mark(self) -> Path:
         assert self.state_dir is not None
