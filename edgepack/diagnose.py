@@ -4,7 +4,7 @@ A debug copy of the bundle's predict.onnx lists intermediate tensors as extra gr
 is packed into a temporary bundle with the same input set (a debug bundle is a bundle: the device
 path is the ordinary one, push, run, pull) and run through the executor seam, and the host
 reference is the same debug model run as expected outputs are made (onnxruntime CPU, one thread,
-packer._expected_session). Tensors are compared one by one in the graph's topological order.
+ort_session.reference_session). Tensors are compared one by one in the graph's topological order.
 
 The tolerance of one tensor (`tensor_tolerance`): rtol and atol are its dtype's defaults
 (edgepack.dtypes), and atol is raised to rtol * max|reference| of that tensor. An intermediate
@@ -226,13 +226,12 @@ class Diagnoser:
         return {f.name: read_tensor(self.bundle.path / f.file)[1] for f in test_set.inputs}
 
     def _host_reference(self) -> dict[str, np.ndarray]:
-        from edgepack.bundle.packer import _expected_session
-        from edgepack.ort_session import prepare, run_session
+        from edgepack.ort_session import prepare, reference_session, run_session
 
         self.stage("host reference: every intermediate tensor")
         names = [o for n in self.nodes for o in n.outputs]
         path = self._write_model(self._debug_model(names), "host")
-        session = _expected_session(path)
+        session = reference_session(path)
         wanted = [o.name for o in session.get_outputs()]
         try:
             values = run_session(session, prepare(session, self._feeds()))

@@ -11,11 +11,13 @@ outputs are all numpy types run through session.run unchanged.
 from __future__ import annotations
 
 import ctypes
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgepack import dtypes
+from edgepack.errors import EdgepackError, short
 
 
 def _special(row: dtypes.DType | None) -> bool:
@@ -76,3 +78,23 @@ def _to_numpy(value: Any) -> Any:
     size = value.tensor_size_in_bytes()
     raw = ctypes.string_at(value.data_ptr(), size) if size else b""
     return dtypes.unpack(raw, row, count).reshape(shape)
+
+
+def reference_session(model: Path | bytes, what: str = "this model") -> Any:
+    """The session every reference output is computed with (a bundle's expected outputs, a
+    rewrite's and a quantization's checks, diagnose's host side): CPU, one thread, sequential,
+    deterministic kernels, so that the outputs of one model and input do not depend on the
+    machine's load or core count. `model` is a file (external data beside it) or bytes."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.use_deterministic_compute = True
+    opts.log_severity_level = 3
+    source = model if isinstance(model, bytes) else str(model)
+    try:
+        return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types per failure
+        raise EdgepackError(f"onnxruntime cannot load {what}: {short(exc)}") from None

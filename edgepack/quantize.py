@@ -73,6 +73,8 @@ def quantize(model: Any, inputs: list[TensorSpec], outputs: list[TensorSpec],
     """Quantize `model` (float, in memory) in `work` (a scratch directory the caller removes)."""
     import onnx
 
+    from edgepack.ort_session import reference_session
+
     check_mode(mode)
     weights = _has_float32_weights(model)
     if not weights and not any(s.dtype == "float32" for s in inputs):
@@ -82,7 +84,7 @@ def quantize(model: Any, inputs: list[TensorSpec], outputs: list[TensorSpec],
         raise EdgepackError("--quantize int8: the model has no float32 weights (initializers), "
                             "which static quantization needs; try --quantize fp16")
     float_bytes = model.SerializeToString()
-    float_session = _session(float_bytes)
+    float_session = reference_session(float_bytes, "the float model")
     float_outputs = [_run(float_session, s, k) for k, s in enumerate(input_sets)]
     out = work / f"quantized-{mode}.onnx"
     if mode == "int8":
@@ -302,21 +304,6 @@ def _tolerances(model: Any, outputs: list[TensorSpec], mode: str) -> dict[str, T
         result[spec.name] = Tolerance(rtol=base.rtol, atol=max(base.atol, step))
     return result
 
-
-def _session(model_bytes: bytes) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    # As the packer's expected outputs: one thread, deterministic kernels.
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.use_deterministic_compute = True
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise EdgepackError(f"onnxruntime cannot load the float model: {short(exc)}") from None
 
 
 def _run(session: Any, values: list[InputValue], k: int) -> list[np.ndarray]:

@@ -149,6 +149,7 @@ def _write_bundle(
 ) -> Bundle:
     from edgepack.bundle import ortformat
     from edgepack.onnx_model import opset_imports
+    from edgepack.ort_session import reference_session
     from edgepack.tensors import array_dtype, write_tensor
 
     export_settings = _export_settings(model)
@@ -163,11 +164,11 @@ def _write_bundle(
 
     import onnxruntime as ort
 
-    session = _expected_session(root / layout.file)
+    session = reference_session(root / layout.file)
     # Lifting Constant nodes rewrote the graph: the original must still compute the same.
-    original = _expected_session(graph_path) if lifted else None
+    original = reference_session(graph_path) if lifted else None
     # So did onnxruntime's conversion to the ORT format (with its optimizations baked in).
-    as_onnx = _expected_session(root / PREDICT) if layout.file != PREDICT else None
+    as_onnx = reference_session(root / PREDICT) if layout.file != PREDICT else None
     test_sets, expected = [], []
     chroma_files: list[str] = []
     for k, values in enumerate(input_sets):
@@ -500,23 +501,6 @@ def strip_debug_info(model: Any) -> dict[str, Any] | None:
     if not (nodes or values or graphs):
         return None
     return {"schema": "edgepack-node-map/1", "nodes": nodes, "values": values, "graphs": graphs}
-
-
-def _expected_session(predict: Path) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    # One thread, sequential, deterministic kernels: the expected outputs of one model and input
-    # must not depend on the machine's load or core count.
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.use_deterministic_compute = True
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(predict), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise EdgepackError(f"onnxruntime cannot load this model: {short(exc)}") from None
 
 
 def _export_settings(model: Any) -> dict[str, Any] | None:

@@ -231,8 +231,8 @@ def check_rewrite(original: Path, transformed: Transformed, outputs: list[Tensor
     """The rewritten model against the model file as given, on every input set, with the
     outputs' own tolerances and edgepack.compare's metrics. A difference: exit 1, the rewritten
     model kept as OUT.rejected (as export keeps a model PyTorch disagrees with), no bundle."""
-    from edgepack.bundle.packer import _expected_session
     from edgepack.compare import compare_output
+    from edgepack.ort_session import reference_session
 
     rejected = out_dir.with_name(out_dir.name + ".rejected")
     tmp = out_dir.with_name(f".{out_dir.name}.rewritten-{os.getpid()}.onnx")
@@ -245,13 +245,13 @@ def check_rewrite(original: Path, transformed: Transformed, outputs: list[Tensor
                                 "--ops-allowed and --fix-dim take models under 2 GiB") from None
         tmp.write_bytes(data)
         try:
-            after_session = _expected_session(tmp)
+            after_session = reference_session(tmp)
         except EdgepackError as exc:
             os.replace(tmp, rejected)
             raise EdgepackError(f"the rewritten model does not load ({exc.message}); kept as "
                                 f"{rejected}; this is a bug in edgepack, please report it",
                                 ExitCode.INTERNAL) from None
-        before_session = _expected_session(original)
+        before_session = reference_session(original)
         failures: list[str] = []
         worst: float | None = None
         for k, values in enumerate(input_sets):

@@ -111,16 +111,17 @@ def test_failed_pack_leaves_nothing(tmp_path):
 
 def test_interrupted_pack_leaves_nothing_that_looks_like_a_bundle(tmp_path, monkeypatch):
     import edgepack.bundle.packer as bundle_mod
+    import edgepack.ort_session as ort_session
     from edgepack.inputs import InputRequest
 
     model = _gemm_model(tmp_path / "mlp.onnx")
-    real = bundle_mod._expected_session
+    real = ort_session.reference_session
 
-    def interrupted(path):
-        real(path)
+    def interrupted(*args):
+        real(*args)
         raise KeyboardInterrupt  # as if Ctrl-C arrived while outputs were being computed
 
-    monkeypatch.setattr(bundle_mod, "_expected_session", interrupted)
+    monkeypatch.setattr(ort_session, "reference_session", interrupted)
     with pytest.raises(KeyboardInterrupt):
         bundle_mod.pack(model, tmp_path / "b", InputRequest(), bundle_mod.PackOptions())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlp.onnx"]
