@@ -52,15 +52,7 @@ def parse_profile(path: Path, iterations: int) -> list[OpTime]:
     """
     if iterations < 1:
         raise ValueError("parse_profile needs the number of timed iterations (>= 1)")
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise EdgepackError(f"{path}: unreadable onnxruntime profile ({short(exc)})",
-                            ExitCode.DEVICE) from None
-    events = doc.get("traceEvents", []) if isinstance(doc, dict) else doc
-    events = [ev for ev in (events if isinstance(events, list) else []) if isinstance(ev, dict)]
-    runs = sorted((_number(ev, "ts"), _number(ev, "ts") + _number(ev, "dur")) for ev in events
-                  if ev.get("cat") == "Session" and ev.get("name") == "model_run")
+    events, runs = _events_and_runs(path)
     if len(runs) < iterations:
         raise EdgepackError(
             f"{path}: the profile has {len(runs)} model_run event(s), fewer than the "
@@ -149,8 +141,9 @@ class EpPlacement:
         return text
 
 
-def parse_placement(path: Path, ep: str) -> EpPlacement:
-    """The last inference of a profile (a timed one), node by node in the order they ran."""
+def _events_and_runs(path: Path) -> tuple[list[dict[str, Any]], list[tuple[float, float]]]:
+    """A profile's events (dicts only: a truncated or foreign file is not trusted), and its
+    inferences, the `model_run` spans (start, end) in microseconds, in time order."""
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -160,6 +153,12 @@ def parse_placement(path: Path, ep: str) -> EpPlacement:
     events = [ev for ev in (events if isinstance(events, list) else []) if isinstance(ev, dict)]
     runs = sorted((_number(ev, "ts"), _number(ev, "ts") + _number(ev, "dur")) for ev in events
                   if ev.get("cat") == "Session" and ev.get("name") == "model_run")
+    return events, runs
+
+
+def parse_placement(path: Path, ep: str) -> EpPlacement:
+    """The last inference of a profile (a timed one), node by node in the order they ran."""
+    events, runs = _events_and_runs(path)
     if not runs:
         raise EdgepackError(f"{path}: the profile has no model_run event", ExitCode.DEVICE)
     start, end = runs[-1]
