@@ -27,6 +27,25 @@ ENV_MODE = "EDGEPACK_VD_RUNNER_FAULT"
 ENV_MARK = "EDGEPACK_VD_RUNNER_FAULT_MARK"
 ENV_ONCE = "EDGEPACK_VD_RUNNER_FAULT_ONCE"
 
+# What every preload library of the virtual device uses to act on the runner alone (the faults
+# here, the slowdown knob): the program named edgepack-runner, by its executable or by the name
+# it was started as. Needs _GNU_SOURCE, errno.h, string.h and unistd.h included before it.
+RUNNER_ONLY_C = r"""
+static const char *base_name(const char *path) {
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+static int is_edgepack_runner(void) {
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return 0;
+    exe[n] = 0;
+    return strcmp(base_name(exe), "edgepack-runner") == 0 ||
+           strcmp(program_invocation_short_name, "edgepack-runner") == 0;
+}
+"""
+
 _SOURCE = r"""
 #define _GNU_SOURCE
 #include <errno.h>
@@ -36,10 +55,7 @@ _SOURCE = r"""
 #include <string.h>
 #include <unistd.h>
 
-static const char *base_name(const char *path) {
-    const char *slash = strrchr(path, '/');
-    return slash ? slash + 1 : path;
-}
+""" + RUNNER_ONLY_C + r"""
 
 static void say(const char *text) {
     ssize_t ignored = write(2, text, strlen(text));
@@ -51,12 +67,7 @@ static int edgepack_vd_perturb_on; /* perturb.py's interposers read it */
 __attribute__((constructor)) static void edgepack_vd_runner_fault(void) {
     const char *mode = getenv("EDGEPACK_VD_RUNNER_FAULT");
     if (!mode || !*mode) return;
-    char exe[4096];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) return;
-    exe[n] = 0;
-    if (strcmp(base_name(exe), "edgepack-runner") != 0 &&
-        strcmp(program_invocation_short_name, "edgepack-runner") != 0) return;
+    if (!is_edgepack_runner()) return;
     const char *mark = getenv("EDGEPACK_VD_RUNNER_FAULT_MARK");
     if (mark && *mark) {
         int fd = open(mark, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from edgepack.devices.virtual.runnerfault import build_preload
+from edgepack.devices.virtual.runnerfault import RUNNER_ONLY_C, build_preload
 
 ENV_AT = "EDGEPACK_VD_SLOWDOWN_AT"  # the moment (CLOCK_REALTIME, seconds) the slowdown starts
 ENV_FACTOR = "EDGEPACK_VD_SLOWDOWN_FACTOR"
@@ -47,22 +47,14 @@ static __thread double last = -1.0;
 
 static double seconds(const struct timespec *t) { return t->tv_sec + t->tv_nsec / 1e9; }
 
-static const char *base_name(const char *path) {
-    const char *slash = strrchr(path, '/');
-    return slash ? slash + 1 : path;
-}
+""" + RUNNER_ONLY_C + r"""
 
 __attribute__((constructor)) static void edgepack_vd_slowdown(void) {
     real_clock = (clock_fn)dlsym(RTLD_NEXT, "clock_gettime");
     const char *at = getenv("EDGEPACK_VD_SLOWDOWN_AT");
     const char *f = getenv("EDGEPACK_VD_SLOWDOWN_FACTOR");
     if (!real_clock || !at || !f) return;
-    char exe[4096];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) return;
-    exe[n] = 0;
-    if (strcmp(base_name(exe), "edgepack-runner") != 0 &&
-        strcmp(program_invocation_short_name, "edgepack-runner") != 0) return;
+    if (!is_edgepack_runner()) return;
     start_at = strtod(at, NULL);
     factor = strtod(f, NULL);
     active = factor > 1.0;
