@@ -65,10 +65,10 @@ class Metrics:
     output: a non-finite mismatch makes the error unbounded (snr_db -inf, cosine None).
     snr_db is 10*log10(sum(expected^2) / sum(error^2)), +inf when identical. cosine is None
     where it is undefined (one side all zeros). For an output read as class scores
-    (class_count: [N, C] or [N, C, 1, 1] floats, not a box): top1_agreement is the share of rows whose top class agrees, where
-    classes tied within tolerance count as one; top5_agreement is the mean overlap of the rows'
-    top-5 sets, ties at the fifth place within tolerance included. Strings have only `mismatched`
-    and `total`.
+    (class_count: [N, C] or [N, C, 1, 1] floats, not a box): top1_agreement is the share of
+    rows whose top class agrees, where classes tied within tolerance count as one;
+    top5_agreement is the mean overlap of the rows' top-5 sets, ties at the fifth place within
+    tolerance included. Strings have only `mismatched` and `total`.
     """
 
     max_abs_error: float | None
