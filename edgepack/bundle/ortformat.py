@@ -84,10 +84,12 @@ def check_format(value: str) -> str:
 def convert_to_ort(onnx_path: Path, root: Path) -> tuple[str, str]:
     """Convert `onnx_path` (its external data beside it) into root/predict.ort and
     root/required_operators.config; returns their paths relative to root."""
-    from onnxruntime.tools.convert_onnx_models_to_ort import (
-        OptimizationStyle,
-        convert_onnx_models_to_ort,
-    )
+    from edgepack.providers import ort_tool
+
+    # Not `from onnxruntime.tools...`: that package's __init__ imports torch when installed.
+    converter = ort_tool("convert_onnx_models_to_ort")
+    OptimizationStyle = converter.OptimizationStyle  # noqa: N806 - onnxruntime's enum
+    convert_onnx_models_to_ort = converter.convert_onnx_models_to_ort
 
     with tempfile.TemporaryDirectory(prefix=".ort-", dir=root.parent) as tmp:
         out = Path(tmp)

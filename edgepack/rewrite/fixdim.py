@@ -44,11 +44,13 @@ def symbolic_dims(model: Any) -> list[str]:
 
 def fix_dims(model: Any, fixes: list[FixDim]) -> None:
     """Fix every dim asked for, in place; an unknown name is bad input (exit 2)."""
-    from onnxruntime.tools.onnx_model_utils import (
-        fix_output_shapes,
-        make_dim_param_fixed,
-        make_input_shape_fixed,
-    )
+    from edgepack.providers import ort_tool
+
+    # Not `from onnxruntime.tools...`: that package's __init__ imports torch when installed.
+    utils = ort_tool("onnx_model_utils")
+    fix_output_shapes = utils.fix_output_shapes
+    make_dim_param_fixed = utils.make_dim_param_fixed
+    make_input_shape_fixed = utils.make_input_shape_fixed
 
     initializers = {t.name for t in model.graph.initializer}
     inputs = [v.name for v in model.graph.input if v.name not in initializers]
