@@ -7,10 +7,13 @@ Bundles: a chain of --layers identical MatMul layers (--size x --size) against o
 (2 % more compute for 50 against 51). On each target (this machine's native runner; a virtual
 adb device, reached through a private real adb server, running the same runner):
 
-1. `ab` A against B, --trials times, each within --max-seconds: how often `slower` (target:
-   at least 19 of 20);
+1. `ab` A against B, --trials times, each within --max-seconds, with ab's defaults
+   (--iterations auto, --precision 1, --figure median): how often `slower` (target: at least
+   19 of 20); the other --figure's verdict on the same rounds is printed beside it;
 2. `ab` A against A, --trials times: how often `same` or `inconclusive` (target: at least 19
-   of 20, never faster or slower);
+   of 20);
+2b. known (virtual device only): B is a copy of A under another name, and the device's clock
+   knob slows every B run by exactly --known-factor (1.02): how often the interval covers it;
 3. drift: A = a chain of --layers + 1 layers, B = --layers layers (B has 2 % LESS compute:
    the truth is `faster`), --drift-rounds rounds each order, a drift starting at the
    session's halfway run (a round boundary): interleaved (ABBA) and bundle-major (all A, then
@@ -21,8 +24,10 @@ adb device, reached through a private real adb server, running the same runner):
    second): every inference --drift-factor times slower. On the host, --hogs CPU-bound
    processes pinned to the runner's CPU;
 4. regress with its defaults (3 runs a side, 50 iterations, 99 % interval, 5 % margin): the
-   false-regression rate on A/A and the detection rate of a 3 % slowdown (layers against
-   100 layers against 103), --trials pairs of benches each.
+   false-regression rate on A/A (100 layers against a copy of itself) and the detection rate
+   of a 3 % slowdown (100 layers against 103), --trials of each, both sides run interleaved
+   ABBA by run as `regress --run-baseline` runs them; with --sequential-regress (default) also
+   as two benches one after the other, for contrast.
 
 The runner and the background load are pinned to one CPU (--cpu), so the drift's size does not
 depend on what else the machine runs. Prints one table per target; exits 1 when a target of
@@ -122,6 +127,13 @@ class Figures:
     regress_slower_flagged: int = 0
     regress_detected: int = 0
     regress_trials: int = 0
+    seq_false: int = 0
+    seq_detected: int = 0
+    seq_wrong_way: int = 0
+    other_slower: int = 0  # the other --figure's verdicts on the same rounds
+    other_aa_wrong: int = 0
+    known: list[tuple[bool, str, str, int, float]] | None = None  # covered, verdict, est, n, s
+    load: list[tuple[str, str]] | None = None
 
 
 def run_ab_once(a, b, target, bench, params, work: Path, listeners=()):  # noqa: ANN001, ANN201
@@ -151,13 +163,18 @@ def measure(name: str, target, bundles: dict, args: argparse.Namespace,  # noqa:
     from edgepack.ab import AbParams
     from edgepack.bench import run_bench
     from edgepack.records import BenchParams
-    from edgepack.regress import latency_test
+    from edgepack.regress import latency_test, run_interleaved
 
     mask = format(1 << args.cpu, "x")
-    bench = BenchParams(repeat=1, iterations=args.iterations, warmup=1, cpu_affinity=mask,
-                        probe_state=name != "host")
-    params = AbParams(max_seconds=args.max_seconds)
-    fig = Figures(name, ab_seconds=[], ab_ratios=[], aa_verdicts=[], drift=[])
+    auto = args.iterations == "auto"
+    bench = BenchParams(repeat=1, iterations=30 if auto else int(args.iterations), warmup=1,
+                        cpu_affinity=mask, probe_state=name != "host")
+    # ab's defaults (precision 1 %, equivalence 1 %, min 8 rounds), the issue's 60 s limit.
+    params = AbParams(max_seconds=args.max_seconds, auto_iterations=auto,
+                      precision=args.precision / 100, figure=args.figure)
+    fig = Figures(name, ab_seconds=[], ab_ratios=[], aa_verdicts=[], drift=[], known=[],
+                  load=[])
+    fig.load.append(("start", _load()))
     a, b = bundles["a"], bundles["b"]
     for trial in range(args.trials if "ab" in args.parts else 0):
         # Interleaved, so a drift of the machine hits both questions alike.
@@ -165,14 +182,40 @@ def measure(name: str, target, bundles: dict, args: argparse.Namespace,  # noqa:
         fig.ab_trials += 1
         fig.ab_slower += r.verdict == "slower"
         fig.ab_seconds.append(r.wall_s)
-        fig.ab_ratios.append(r.median.ratio if r.median else float("nan"))
+        fig.ab_ratios.append(r.judged.ratio if r.judged else float("nan"))
         aa = run_ab_once(a, a, target, bench, params, work)
         fig.aa_trials += 1
         fig.aa_quiet += aa.verdict in ("same", "inconclusive")
         fig.aa_verdicts.append(aa.verdict)
+        # The other figure's verdict on the same rounds (the session stopped by --figure's).
+        other = (lambda x: x.p25) if args.figure == "median" else (lambda x: x.median)
+        fig.other_slower += _verdict(other(r), params) == "slower"
+        fig.other_aa_wrong += _verdict(other(aa), params) in ("faster", "slower")
         print(f"  {name} trial {trial + 1}: A/B {r.verdict} {_est(r)} in {r.wall_s:.0f} s "
-              f"({len(r.rounds)} rounds, {r.stopped_by}); A/A {aa.verdict} {_est(aa)}"
+              f"({len(r.rounds)} rounds of {r.iterations} iterations a run, {r.stopped_by}); "
+              f"A/A {aa.verdict} {_est(aa)} in {aa.wall_s:.0f} s ({len(aa.rounds)} rounds, "
+              f"{aa.stopped_by}); load {_load()}"
               + "".join(f"; STOPPED: {x.error}" for x in (r, aa) if x.error), flush=True)
+
+    fig.load.append(("after ab", _load()))
+    # A known ratio: B is A's bundle (a copy under another name) with the virtual device's
+    # clock knob slowing every B run's inferences by exactly --known-factor: how often the
+    # interval covers that ratio, and how often the verdict is `slower`.
+    for trial in range(args.trials if "known" in args.parts and device is not None else 0):
+        knob = slow_side(device, "B", args.known_factor, {bundles["a"].name: "A",
+                                                          bundles["a_copy"].name: "B"})
+        try:
+            r = run_ab_once(bundles["a"], bundles["a_copy"], target, bench, params, work,
+                            [knob])
+        finally:
+            device.set_slowdown(None)
+        m = r.judged
+        covered = m is not None and m.low <= args.known_factor <= m.high
+        fig.known.append((covered, r.verdict, _est(r), len(r.rounds), r.wall_s))
+        print(f"  {name} known x{args.known_factor:g} trial {trial + 1}: {r.verdict} {_est(r)}"
+              f" covers: {covered}; {len(r.rounds)} rounds in {r.wall_s:.0f} s", flush=True)
+    if fig.known:
+        fig.load.append(("after known", _load()))
 
     # Drift: A has layers + 1, B layers: B is 2 % faster, the truth is `faster`. The drift
     # starts at the halfway run. On the host, iterations longer than the scheduler's slice
@@ -194,7 +237,11 @@ def measure(name: str, target, bundles: dict, args: argparse.Namespace,  # noqa:
               f"rounds; per round " + ", ".join(f"{x.ratio:.3f}" for x in r.rounds if x.ratio)
               + (f"; STOPPED: {r.error}" if r.error else ""), flush=True)
 
-    # regress's defaults, as a bench with them makes runs: 3 runs a side of 50 iterations.
+    if fig.drift:
+        fig.load.append(("after drift", _load()))
+    # regress's defaults: 3 runs a side of 50 iterations, a 99 % interval, a 5 % margin.
+    # `regress --run-baseline` runs both sides itself, interleaved ABBA by run; for contrast,
+    # the two benches one after the other (stored baseline, then the candidate).
     rb = BenchParams(repeat=3, iterations=50, warmup=1, cpu_affinity=mask, probe_state=False)
 
     def runs_of(bundle) -> list[list[float]]:  # noqa: ANN001
@@ -202,22 +249,63 @@ def measure(name: str, target, bundles: dict, args: argparse.Namespace,  # noqa:
             result = run_bench([bundle], [target], rb, work_dir=Path(tmp))
         return [run.latencies_ms for run in result.runs if run.latencies_ms]
 
+    def interleaved(base, cand):  # noqa: ANN001, ANN202
+        with tempfile.TemporaryDirectory(dir=work) as tmp:
+            r = run_interleaved(base, cand, target, rb, work_dir=Path(tmp))
+        return latency_test([x.a.latencies_ms for x in r.usable_rounds],
+                            [x.b.latencies_ms for x in r.usable_rounds if x.b is not None])
+
     for trial in range(args.trials if "regress" in args.parts else 0):
-        base = runs_of(bundles["r100"])
-        same, slower = runs_of(bundles["r100"]), runs_of(bundles["r103"])
         fig.regress_trials += 1
-        t_same, t_slow = latency_test(base, same), latency_test(base, slower)
-        fig.regress_false += t_same.regression
-        fig.regress_detected += t_slow.regression
-        fig.regress_slower_flagged += t_slow.slower
-        print(f"  {name} regress trial {trial + 1}: A/A {t_same.verdict} "
-              f"{t_same.interval_text()}; +3 % {t_slow.verdict} {t_slow.interval_text()}",
-              flush=True)
+        i_same = interleaved(bundles["r100"], bundles["r100_copy"])
+        i_slow = interleaved(bundles["r100"], bundles["r103"])
+        fig.regress_false += i_same.regression
+        fig.regress_detected += i_slow.regression
+        fig.regress_slower_flagged += i_slow.slower
+        line = (f"  {name} regress trial {trial + 1}: interleaved A/A {i_same.verdict} "
+                f"{i_same.interval_text()}; +3 % {i_slow.verdict} {i_slow.interval_text()}")
+        if args.sequential_regress:
+            base = runs_of(bundles["r100"])
+            same, slower = runs_of(bundles["r100"]), runs_of(bundles["r103"])
+            t_same, t_slow = latency_test(base, same), latency_test(base, slower)
+            fig.seq_false += t_same.regression
+            fig.seq_detected += t_slow.regression
+            fig.seq_wrong_way += t_same.improvement or t_same.faster
+            line += (f" | one after the other: A/A {t_same.verdict} {t_same.interval_text()}; "
+                     f"+3 % {t_slow.verdict} {t_slow.interval_text()}")
+        print(line, flush=True)
+    if fig.regress_trials:
+        fig.load.append(("after regress", _load()))
     return fig
 
 
+def _load() -> str:
+    """The machine's load when a figure was taken (1, 5 and 15 minutes): it is shared."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def slow_side(device, side: str, factor: float,  # noqa: ANN001, ANN201 - a VirtualDevice
+              sides: dict[str, str]):
+    """A BenchListener: the virtual device's clock knob on for one side's runs, off for the
+    other's (set before each run starts, so a whole run is slowed or none of it)."""
+    from edgepack.records import BenchListener
+
+    class SlowSide(BenchListener):
+        def on_run_start(self, serial, bundle, config, repeat) -> None:  # noqa: ANN001
+            if sides.get(bundle.name) == side:
+                device.set_slowdown(0, factor)
+            else:
+                device.set_slowdown(None)
+
+    return SlowSide()
+
+
+def _verdict(e, params) -> str:  # noqa: ANN001
+    return e.verdict(params.equivalence) if e is not None else "inconclusive"
+
+
 def _est(r) -> str:  # noqa: ANN001
-    m = r.median
+    m = r.judged
     return f"{m.ratio:.4f} [{m.low:.4f}, {m.high:.4f}]" if m else "(no interval)"
 
 
@@ -227,13 +315,18 @@ def report(figs: list[Figures], args: argparse.Namespace) -> bool:
         need = -(-19 * f.ab_trials // 20)  # 19 of 20, scaled to the trials run
         mean_s = sum(f.ab_seconds or [0]) / max(len(f.ab_seconds or []), 1)
         print(f"\n== {f.target} (chain {args.layers} vs {args.layers + 1}, {args.size}x"
-              f"{args.size}, {args.iterations} iterations a run, CPU {args.cpu})")
+              f"{args.size}, --iterations {args.iterations}, --precision {args.precision:g} %, "
+              f"CPU {args.cpu})")
         print(f"ab A/B says slower:           {f.ab_slower}/{f.ab_trials} (need {need}); "
               f"seconds per trial: mean {mean_s:.1f}, max {max(f.ab_seconds or [0]):.1f} "
               f"(limit {args.max_seconds:g}); ratios "
               + ", ".join(f"{x:.3f}" for x in f.ab_ratios or []))
         print(f"ab A/A same or inconclusive:  {f.aa_quiet}/{f.aa_trials} (need {need}); "
               f"verdicts {', '.join(f.aa_verdicts or [])}")
+        other = "p25" if args.figure == "median" else "median"
+        if f.ab_trials:
+            print(f"    the {other} ratio on the same rounds: A/B slower {f.other_slower}/"
+                  f"{f.ab_trials}, A/A faster or slower {f.other_aa_wrong}/{f.aa_trials}")
         how = (f"the device's slowdown knob, x{args.drift_factor:g}" if f.target != "host"
                else f"{args.hogs} CPU-bound process(es) on the runner's CPU")
         print(f"drift (B has 2 % less compute: truth `faster`; {args.drift_size}x"
@@ -249,11 +342,22 @@ def report(figs: list[Figures], args: argparse.Namespace) -> bool:
                   f"{verdicts.get('bundle-major', '-')} (truth: faster)")
         # Interleaving must never turn the drift into the wrong answer.
         ok &= verdicts.get("abba") in (None, "faster", "inconclusive")
-        print(f"regress defaults, A/A false regressions: {f.regress_false}/{f.regress_trials}; "
-              f"3 % slowdown: regression (exit 1) {f.regress_detected}/{f.regress_trials}, "
-              f"flagged slower {f.regress_slower_flagged}/{f.regress_trials}")
+        if f.known:
+            cov = sum(c for c, *_ in f.known)
+            slow = sum(v == "slower" for _, v, *_ in f.known)
+            print(f"known ratio x{args.known_factor:g} (B's runs slowed by the device's clock "
+                  f"knob): interval covers it {cov}/{len(f.known)}, says slower "
+                  f"{slow}/{len(f.known)}; rounds " + ", ".join(str(x[3]) for x in f.known))
+        print(f"regress defaults, --run-baseline (interleaved): A/A false regressions "
+              f"{f.regress_false}/{f.regress_trials}; 3 % slowdown: regression (exit 1) "
+              f"{f.regress_detected}/{f.regress_trials}, flagged slower "
+              f"{f.regress_slower_flagged}/{f.regress_trials}")
+        if args.sequential_regress and f.regress_trials:
+            print(f"regress defaults, benches one after the other: A/A false regressions "
+                  f"{f.seq_false}/{f.regress_trials} (read as faster: {f.seq_wrong_way}); "
+                  f"3 % slowdown: regression {f.seq_detected}/{f.regress_trials}")
+        print("load (1/5/15 min) " + "; ".join(f"{w}: {x}" for w, x in f.load or []))
         ok &= f.ab_slower >= need and f.aa_quiet >= need
-        ok &= all(v in ("same", "inconclusive") for v in f.aa_verdicts or [])
     return ok
 
 
@@ -264,9 +368,18 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=60.0)
     parser.add_argument("--layers", type=int, default=50)
     parser.add_argument("--size", type=int, default=384)
-    parser.add_argument("--iterations", type=int, default=30)
-    parser.add_argument("--parts", default="ab,drift,regress",
-                        help="which figures: ab, drift, regress (comma-separated)")
+    parser.add_argument("--iterations", default="auto",
+                        help="ab's iterations per run: auto (ab's default) or a number")
+    parser.add_argument("--figure", default="median", choices=("median", "p25"),
+                        help="ab's --figure (its default: median)")
+    parser.add_argument("--precision", type=float, default=1.0,
+                        help="ab's --precision, percent (its default: 1)")
+    parser.add_argument("--parts", default="ab,known,drift,regress",
+                        help="which figures: ab, known, drift, regress (comma-separated)")
+    parser.add_argument("--known-factor", type=float, default=1.02,
+                        help="known: the virtual device slows B's runs by exactly this")
+    parser.add_argument("--sequential-regress", action=argparse.BooleanOptionalAction,
+                        default=True, help="regress: also the two benches one after the other")
     parser.add_argument("--drift-rounds", type=int, default=10)
     parser.add_argument("--drift-size", type=int, default=1024)
     parser.add_argument("--drift-iterations", type=int, default=10)
@@ -289,12 +402,15 @@ def main() -> None:
         bundles = {
             "a": load_bundle(chain_bundle(work, args.layers, args.size)),
             "b": load_bundle(chain_bundle(work, args.layers + 1, args.size)),
+            # The same model under another name: A/A for the known ratio and for regress.
+            "a_copy": load_bundle(chain_bundle(work, args.layers, args.size, "copy")),
             "drift_a": load_bundle(chain_bundle(work, args.layers + 1, args.drift_size,
                                                 "drift")),
             "drift_b": load_bundle(chain_bundle(work, args.layers, args.drift_size, "drift")),
             # A 3 % slowdown exactly: 103 layers against 100.
             "r100": load_bundle(chain_bundle(work, 100, args.size)),
             "r103": load_bundle(chain_bundle(work, 103, args.size)),
+            "r100_copy": load_bundle(chain_bundle(work, 100, args.size, "copy")),
         }
         targets = [t.strip() for t in args.targets.split(",") if t.strip()]
         if "host" in targets:

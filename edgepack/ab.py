@@ -13,12 +13,21 @@ The statistics (docs/statistics.md has the derivation):
   same process, the same frequency, the same cache state), so treating them as independent
   gives intervals far too narrow;
 - per round, the ratio B/A of the two runs' medians (also of their means and p90s); the
-  estimate is the geometric mean of the rounds' ratios (a ratio's natural average: B/A and A/B
-  give reciprocal answers);
+  estimate is the 25 % trimmed mean of the rounds' log ratios (the mean of their middle half),
+  exponentiated. On a shared machine a round whose A or B run lands in a burst of another
+  process's work is an outlier several times the typical round's spread; the trimmed mean
+  ignores those without the jumpy, hard-to-bootstrap behaviour of the plain median, and B/A
+  and A/B still give reciprocal answers;
 - the 95 % interval is a bootstrap over rounds (seeded: the same rounds give the same
-  interval), on the log ratios, widened for small samples as Hesterberg's "expanded
-  percentile" bootstrap does (by sqrt(n / (n - 1)) and t(n-1) / z), since the plain percentile
-  bootstrap covers too little below 20 units;
+  interval) of that trimmed mean, widened for small samples as Hesterberg's "expanded
+  percentile" bootstrap does (by sqrt(n / (n - 1)) and t(n-1) / z), since the plain
+  percentile bootstrap covers too little with few units;
+- rounds are short and many: with `--iterations auto` (the default) the first round runs
+  AUTO_FIRST_ITERATIONS iterations and later rounds as many as make a run's timed part about
+  a third of its start-up (process start, session creation, warm-up, file I/O), measured in
+  that first round, from AUTO_MIN_ITERATIONS to AUTO_MAX_ITERATIONS. Longer runs do not
+  help: the noise between runs comes from the machine's state over a second or so, not from
+  too few iterations (docs/statistics.md has the measurements);
 - verdict for B against A: `same` when the whole interval lies inside 1 +/- --equivalence,
   else `slower` when it lies above 1, `faster` when below, else `inconclusive`;
 - stopping rule: rounds go on until the interval's half-width is at most --precision (after at
@@ -51,17 +60,31 @@ from edgepack.stats import LatencyStats, latency_stats
 from edgepack.validity import Validity, ValidityRules, Verdict, combine, judge_run
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from edgepack.bench import Target
     from edgepack.bundle import Bundle
     from edgepack.compare import OutputVerdict
     from edgepack.runner.result import RunConfig
 
 ORDERS = ("abba", "bundle-major")
+# --figure: which of a run's figures the ratio, the stopping rule and the verdict rest on. The
+# median is the issue's; p25 (the first quartile) is for a machine shared with other work:
+# another process's bursts lengthen a run's slower iterations first, so its first quartile
+# moves less than its median (measured: docs/statistics.md).
+FIGURES = {"median": "median_ms", "p25": "q1_ms"}
 VERDICTS = ("faster", "slower", "same", "inconclusive")
 # Stopped by: the interval got narrow enough; the time ran out; --max-rounds (or the rounds
 # planned for a bundle-major session) were run; a run failed (a device lost); Ctrl-C.
 STOPPED_BY = ("precision", "max-seconds", "rounds", "error", "interrupted")
 RESAMPLES = 4000
+# Each side of the trimmed mean drops this share of the rounds (0.25: the midmean).
+TRIM = 0.25
+# --iterations auto: the first round's iterations, and the bounds on what later rounds get.
+AUTO_FIRST_ITERATIONS = 30
+AUTO_MIN_ITERATIONS = 10
+AUTO_MAX_ITERATIONS = 50
+AUTO_TIMED_SHARE = 1 / 3  # a run's timed part, as a share of its start-up
 
 
 @dataclass(frozen=True)
@@ -77,6 +100,9 @@ class AbParams:
     cooldown_s: float = 0.0
     cooldown_auto: bool = False
     order: str = "abba"
+    figure: str = "median"  # one of FIGURES
+    # --iterations auto: size each run's iterations after the first round (size_iterations)
+    auto_iterations: bool = False
     seed: int = 0
     level: float = 0.95
     rules: ValidityRules = field(default_factory=ValidityRules)
@@ -97,6 +123,8 @@ class AbParams:
             raise EdgepackError("--max-slowdown must be a finite number >= 0 %")
         if not math.isfinite(self.cooldown_s) or self.cooldown_s < 0:
             raise EdgepackError("--cooldown must be auto or a number of seconds >= 0")
+        if self.figure not in FIGURES:
+            raise EdgepackError(f"--figure must be one of {', '.join(FIGURES)}")
         if self.order not in ORDERS:
             raise EdgepackError(f"--order must be one of {', '.join(ORDERS)}")
         if not 0 < self.level < 1:
@@ -131,11 +159,22 @@ class RatioEstimate:
         return "inconclusive"
 
 
+def trimmed_mean(x: np.ndarray, trim: float = TRIM) -> np.ndarray:
+    """The mean of each row (or of a 1-d array) after dropping floor(trim * n) of the lowest
+    and of the highest values."""
+    import numpy as np
+
+    n = x.shape[-1]
+    g = int(math.floor(trim * n))
+    return np.sort(x, axis=-1)[..., g:n - g].mean(axis=-1)
+
+
 def bootstrap_ratio(a: Sequence[float], b: Sequence[float], level: float = 0.95,
-                    seed: int = 0, resamples: int = RESAMPLES) -> RatioEstimate:
-    """The ratio B/A of paired per-round figures, with an expanded-percentile bootstrap
-    interval over rounds (see the module's docstring). Needs two rounds with positive figures.
-    """
+                    seed: int = 0, resamples: int = RESAMPLES,
+                    trim: float = TRIM) -> RatioEstimate:
+    """The ratio B/A of paired per-round figures: the trimmed mean of the rounds' log ratios,
+    with an expanded-percentile bootstrap interval over rounds (see the module's docstring).
+    Needs two rounds with positive figures."""
     import numpy as np
     from scipy.stats import norm, t
 
@@ -146,15 +185,45 @@ def bootstrap_ratio(a: Sequence[float], b: Sequence[float], level: float = 0.95,
     if n < 2:
         raise ValueError("an interval needs at least two rounds")
     d = np.log(np.array([y for _, y in pairs]) / np.array([x for x, _ in pairs]))
-    centre = float(d.mean())
+    centre = float(trimmed_mean(d, trim))
     rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
+    means = trimmed_mean(d[rng.integers(0, n, size=(resamples, n))], trim)
     tail = (1 - level) / 2
     q_lo, q_hi = np.quantile(means, [tail, 1 - tail])
+    # n - 1 degrees of freedom, as for a mean: simulated, the interval then covers 95-97 %
+    # from 8 rounds on, with or without outliers (tests/lab/test_ab_calibration.py); those of
+    # the rounds the trim keeps (Tukey-McLaughlin) cover 98-99.5 % at 8-20 rounds.
     widen = math.sqrt(n / (n - 1)) * float(t.ppf(1 - tail, n - 1)) / float(norm.ppf(1 - tail))
     low = centre + widen * (float(q_lo) - centre)
     high = centre + widen * (float(q_hi) - centre)
     return RatioEstimate(math.exp(centre), math.exp(low), math.exp(high), n, level)
+
+
+def size_iterations(runs: Sequence[tuple[float, Sequence[float]]]) -> int:
+    """--iterations auto: how many iterations make a run's timed part about a third of its
+    start-up (AUTO_TIMED_SHARE), from finished runs given as (wall seconds, iteration latencies
+    in ms), from AUTO_MIN_ITERATIONS to AUTO_MAX_ITERATIONS.
+
+    Why short: the noise between rounds (the machine's state over a second or so) does not
+    shrink with longer runs, and a shorter round means more rounds, the units of the interval,
+    in the same time; the noise of a run's own median does shrink with its iterations, hence
+    the floor. Measured on this project's 2-core CI machine while shared (docs/statistics.md):
+    50 iterations a run gave the narrowest interval per minute, at loads from 2 to 10; 100-200
+    (timed as long as the start-up, or longer) and 15 gave wider ones. Under load the
+    start-up itself grows (2 s at a load of 14), hence the cap rather than a share alone."""
+    import numpy as np
+
+    overheads, iteration_s = [], []
+    for wall_s, latencies in runs:
+        if not latencies:
+            continue
+        overheads.append(max(wall_s - sum(latencies) / 1e3, 0.0))
+        iteration_s.append(float(np.median(latencies)) / 1e3)
+    if not overheads:
+        return AUTO_FIRST_ITERATIONS
+    per = max(float(np.median(iteration_s)), 1e-6)
+    wanted = math.ceil(AUTO_TIMED_SHARE * float(np.median(overheads)) / per)
+    return min(max(wanted, AUTO_MIN_ITERATIONS), AUTO_MAX_ITERATIONS)
 
 
 def round_order(index: int, order: str = "abba") -> str:
@@ -258,6 +327,13 @@ class AbResult:
     outputs_note: str | None = None  # why outputs were not compared
     error: str | None = None  # what stopped a session cut short by a failed run
     notes: list[str] = field(default_factory=list)
+    iterations: int | None = None  # a run's timed iterations after the first round
+    p25: RatioEstimate | None = None  # of the usable rounds' first quartiles
+
+    @property
+    def judged(self) -> RatioEstimate | None:
+        """The estimate the verdict and the stopping rule rest on (--figure)."""
+        return self.median if self.params.figure == "median" else self.p25
 
     @property
     def usable_rounds(self) -> list[AbRound]:
@@ -277,8 +353,9 @@ class AbResult:
     @property
     def too_slow(self) -> bool:
         """B is slower than A by more than --max-slowdown, with confidence."""
-        return (self.params.max_slowdown is not None and self.median is not None
-                and self.median.low > 1 + self.params.max_slowdown)
+        judged = self.judged
+        return (self.params.max_slowdown is not None and judged is not None
+                and judged.low > 1 + self.params.max_slowdown)
 
     @property
     def outputs_differ(self) -> bool:
@@ -368,21 +445,33 @@ def run_ab(
             time.sleep(params.cooldown_s)
         return params.cooldown_s, None
 
+    current = config
+    timed_runs: list[tuple[float, list[float]]] = []  # (wall s, latencies): for auto sizing
+
     def one(k: int, side: str, seq: int) -> BenchRun:
         waited, gave_up = cooldown(seq == 0)
         waits[k] = waits.get(k, 0.0) + waited
         if gave_up is not None:
             cut[(k, side)] = gave_up
         for listener in listeners:
-            listener.on_run_start(target.serial, refs[side], config, seq)
+            listener.on_run_start(target.serial, refs[side], current, seq)
         if describe_error is not None:
             stamp = now_iso()
-            run = BenchRun(target.serial, refs[side].name, refs[side].sha256, config,
-                           _key(config), seq, RunStatus.ERROR, stamp, stamp, None,
+            run = BenchRun(target.serial, refs[side].name, refs[side].sha256, current,
+                           _key(current), seq, RunStatus.ERROR, stamp, stamp, None,
                            error=describe_error)
         else:
-            run = _one_run(target, bundles[side], refs[side], config, seq,
+            started = clock()
+            run = _one_run(target, bundles[side], refs[side], current, seq,
                            Path(work_dir) / f"r{k:04d}-{side}", info, bench)
+            # A bundle's first run on a device pushes it, once: not part of what every run
+            # costs, so not part of the start-up --iterations auto sizes runs by.
+            moved = (run.result.transfer.push_s + run.result.transfer.pull_s
+                     if run.result is not None else 0.0)
+            timed_runs.append((clock() - started - moved, run.latencies_ms))
+        # The wait before the run goes with it into the history (and a cut wait into its
+        # validity), as bench's runs carry theirs.
+        run = replace(run, cooldown_waited_s=waited, cooldown_cut=gave_up is not None)
         runs.append(run)
         finished.setdefault(k, {})[side] = run
         for listener in listeners:
@@ -407,7 +496,7 @@ def run_ab(
         usable = [r for r in rounds if r.usable]
         if len(usable) < 2:
             return None
-        return _estimate(usable, "median_ms", params)
+        return _estimate(usable, FIGURES[params.figure], params)
 
     seq = 0
     try:
@@ -434,6 +523,9 @@ def run_ab(
                         error = run.error
                         break
                 rounds.append(close_round(k))
+                if k == 0 and params.auto_iterations and error is None:
+                    sized = max(size_iterations(timed_runs), params.rules.min_iterations)
+                    current = replace(current, iterations=sized)
                 estimate = estimate_now()
                 progress.on_round(rounds[-1], estimate)
                 if error is not None:
@@ -458,18 +550,25 @@ def run_ab(
     median = _estimate(usable, "median_ms", params) if len(usable) >= 2 else None
     mean = _estimate(usable, "mean_ms", params) if len(usable) >= 2 else None
     p90 = _estimate(usable, "p90_ms", params) if len(usable) >= 2 else None
-    verdict = median.verdict(params.equivalence) if median is not None else "inconclusive"
+    p25 = _estimate(usable, "q1_ms", params) if len(usable) >= 2 else None
+    judged = median if params.figure == "median" else p25
+    verdict = judged.verdict(params.equivalence) if judged is not None else "inconclusive"
     diffs, why = compare_bundle_outputs(bundle_a, bundle_b, rounds)
     notes = []
     excluded = [r for r in rounds if r.complete and not r.validity.usable]
     if excluded:
         notes.append(f"{len(excluded)} round(s) left out of the statistics: a run was invalid "
                      f"({excluded[0].validity.reasons[0] if excluded[0].validity.reasons else ''})")
-    if median is None:
+    if judged is None:
         notes.append(f"only {len(usable)} usable round(s): no interval, so no verdict")
+    if params.auto_iterations and current.iterations != config.iterations:
+        notes.append(f"--iterations auto: {config.iterations} iteration(s) in the first round, "
+                     f"then {current.iterations} a run (timed about a third as long as a "
+                     "run's start-up)")
     return AbResult(session, label, target.serial, refs["A"], refs["B"], _key(config), params,
                     rounds, median, mean, p90, verdict, stopped_by, clock() - t0,
-                    outputs=diffs, outputs_note=why, error=error, notes=notes)
+                    outputs=diffs, outputs_note=why, error=error, notes=notes,
+                    iterations=current.iterations, p25=p25)
 
 
 @dataclass(frozen=True)
@@ -538,7 +637,7 @@ def ab_document(result: AbResult) -> dict[str, object]:
         return {"name": ref.name, "sha256": ref.sha256, "path": ref.path,
                 "latency": result.side_stats(name)}
 
-    m = result.median
+    m = result.judged
     return {
         "session": result.session,
         "label": result.label,
@@ -558,7 +657,15 @@ def ab_document(result: AbResult) -> dict[str, object]:
         "too_slow": result.too_slow,
         "order": result.params.order,
         "seed": result.params.seed,
+        "estimator": f"trimmed mean ({TRIM * 100:g} % a side) of per-round log ratios",
+        "iterations_per_run": result.iterations,
+        "iterations_auto": result.params.auto_iterations,
+        "cooldown_waited_s": sum(r.cooldown_s for r in result.rounds),
+        "cooldown_cut": any(r.a.cooldown_cut or (r.b is not None and r.b.cooldown_cut)
+                            for r in result.rounds),
+        "figure": result.params.figure,
         "median": est(result.median),
+        "p25": est(result.p25),
         "mean": est(result.mean),
         "p90": est(result.p90),
         "a": side("A", result.a),

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from edgepack.bundle import Bundle
     from edgepack.history import HistoryRun, HistoryStore
     from edgepack.lab import LabSettings
+    from edgepack.labels import Labels
     from edgepack.regress import Baseline, RegressionReport
     from edgepack.report import ReportData
 
@@ -72,13 +73,21 @@ class RegressOutcome:
 
 
 def run_lab_bench(settings: LabSettings, bundles: Sequence[Path],
-                  listener: LabListener) -> BenchOutcome:
-    """Bench `bundles` on the settings' devices; every run stored, the reports written."""
+                  listener: LabListener, labels: Path | None = None) -> BenchOutcome:
+    """Bench `bundles` on the settings' devices; every run stored, the reports written.
+    `labels` (--labels): the reports show each device's top-5 classes by name."""
     from edgepack.history import HistoryStore
 
     loaded = load_bundles(bundles)
+    labelled: list[tuple[Bundle, Labels]] = []
+    if labels is not None:  # checked before any device spends time
+        from edgepack.labels import labels_for_bundles
+
+        given = labels_for_bundles(labels, loaded)
+        labelled = [(b, given[b.sha256]) for b in loaded if b.sha256 in given]
     with HistoryStore.open(settings.db) as store:
-        result, report = _bench(settings, loaded, store, listener, regression=None)
+        result, report = _bench(settings, loaded, store, listener, regression=None,
+                                labels=labelled)
     return BenchOutcome(result, report)
 
 
@@ -97,6 +106,7 @@ def load_bundles(paths: Sequence[Path]) -> list[Bundle]:
 def _bench(
     settings: LabSettings, bundles: list[Bundle], store: HistoryStore, listener: LabListener,
     regression: Callable[[BenchResult], RegressionReport] | None,
+    labels: Sequence[tuple[Bundle, Labels]] = (),
 ) -> tuple[BenchResult, ReportData]:
     """Resolve the devices, run, store, judge, and write the reports; bench's and regress's."""
     from edgepack.bench import run_bench
@@ -113,7 +123,8 @@ def _bench(
         judged = regression(result) if regression is not None else None
         # The image comparisons read the runs' outputs, which live in `work` until it goes.
         data = build_report(result, regression=judged, store=store,
-                            bundles=bundles if settings.report_dir is not None else ())
+                            bundles=bundles if settings.report_dir is not None else (),
+                            labels=labels)
         if settings.report_dir is not None:
             listener.on_reports(write_reports(data, settings.report_dir), "")
     return result, data
@@ -123,22 +134,27 @@ def _bench(
 
 
 def run_regress(settings: LabSettings, bundle: Path, baseline: str, from_history: bool,
-                listener: LabListener) -> RegressOutcome:
+                listener: LabListener, run_baseline: bool = False) -> RegressOutcome:
     """Bench `bundle` (or, from history, take its newest stored session) and compare it with
-    `baseline`'s runs of the same device model and configuration."""
+    `baseline`'s runs of the same device model and configuration; with `run_baseline`, run
+    the baseline bundle too, interleaved with the candidate (edgepack.regress)."""
     from edgepack.history import HistoryStore
     from edgepack.regress import compare_runs, resolve_baseline
 
+    if run_baseline:
+        return _regress_interleaved(settings, bundle, baseline, from_history, listener)
     with HistoryStore.open(settings.db) as store:
         base = resolve_baseline(store, baseline)  # before minutes of benching: fail fast
 
-        def compare(candidate: Sequence[HistoryRun]) -> RegressionReport:
+        def compare(candidate: Sequence[HistoryRun], stored: bool = False) -> RegressionReport:
             return compare_runs(store, candidate, base, settings.threshold, settings.alpha,
-                                settings.params.rules())
+                                settings.params.rules(), stored_rules=stored)
 
         if from_history:
             candidate = stored_candidate(store, bundle_key(str(bundle)), settings.device)
-            report = compare(candidate)
+            # Stored runs keep the verdicts their bench gave them: judged by the rules stored
+            # with their sessions (the report says so when this command line's differ).
+            report = compare(candidate, stored=True)
             bench_exit = ExitCode.OK
             if settings.report_dir is not None and report.compared:
                 _rewrite_reports(store, candidate, report, settings.report_dir, listener)
@@ -150,6 +166,44 @@ def run_regress(settings: LabSettings, bundle: Path, baseline: str, from_history
             report = data.regression
         if report.compared == 0:
             raise _nothing_compared(report, base, baseline, store)
+    return RegressOutcome(report, bench_exit)
+
+
+def _regress_interleaved(settings: LabSettings, bundle: Path, baseline: str,
+                         from_history: bool, listener: LabListener) -> RegressOutcome:
+    from edgepack.bundle import load_bundle
+    from edgepack.history import HistoryListener, HistoryStore
+    from edgepack.lab import resolve_targets
+    from edgepack.regress import Baseline, compare_interleaved, run_interleaved
+
+    if from_history:
+        raise EdgepackError("--run-baseline runs both bundles now; --from-history runs "
+                            "nothing: give one of them")
+    path = Path(baseline).expanduser()
+    if not path.is_dir():
+        raise EdgepackError(f"--run-baseline needs --baseline to be a bundle directory, not "
+                            f"{baseline!r}")
+    base_bundle, cand_bundle = load_bundle(path), load_bundle(bundle)
+    targets, notes = resolve_targets(settings)
+    if len(targets) != 1:
+        raise EdgepackError("--run-baseline runs on one device: --device SERIAL or host")
+    listener.on_notes(notes)
+    ref = Baseline(baseline, "bundle", base_bundle.sha256,
+                   f"bundle {base_bundle.name} at {path} (sha256 {base_bundle.sha256[:12]}), "
+                   "run interleaved with the candidate")
+    with HistoryStore.open(settings.db) as store, tempfile.TemporaryDirectory(
+            prefix="edgepack-regress-", ignore_cleanup_errors=True) as work:
+        result = run_interleaved(base_bundle, cand_bundle, targets[0], settings.params,
+                                 work_dir=Path(work),
+                                 listeners=[listener, HistoryListener(store)],
+                                 label=settings.label)
+        report = compare_interleaved(store, result.session, base_bundle.sha256,
+                                     cand_bundle.sha256, ref, settings.threshold,
+                                     settings.alpha, settings.params.rules())
+        if settings.report_dir is not None and report.compared:
+            candidate = store.runs(session=result.session, bundle=cand_bundle.sha256)
+            _rewrite_reports(store, candidate, report, settings.report_dir, listener)
+    bench_exit = ExitCode.DEVICE if result.stopped_by == "error" else ExitCode.OK
     return RegressOutcome(report, bench_exit)
 
 

@@ -42,13 +42,20 @@ For each such pair the baseline is the newest session the reference selects that
   stored bundle has it, else a label.
 
 The candidate's own session is never its baseline.
+
+`--run-baseline` (with `--baseline` a bundle directory): regress runs both sides itself, in one
+session on one device, interleaved run by run in ABBA order (baseline, candidate, candidate,
+baseline, ...: edgepack.ab's rounds), instead of taking stored baseline runs benched at another
+time. Stored runs of a baseline come from another session, and whatever the machine did between
+the two sessions (heat, a background job, another engineer's tests) lands on one side only and
+reads as a change; interleaved, it lands on both.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,6 +65,10 @@ from edgepack.history import HistoryRun, HistoryStore
 from edgepack.records import RunStatus
 
 if TYPE_CHECKING:
+    from edgepack.ab import AbResult
+    from edgepack.bench import Target
+    from edgepack.bundle import Bundle
+    from edgepack.records import BenchListener, BenchParams
     from edgepack.validity import ValidityRules
 
 DEFAULT_THRESHOLD = 0.05
@@ -267,6 +278,7 @@ class RegressionReport:
     threshold: float
     alpha: float
     comparisons: list[Comparison]
+    notes: list[str] = field(default_factory=list)  # e.g. which validity rules judged
 
     @property
     def regressions(self) -> list[Comparison]:
@@ -384,10 +396,12 @@ def compare_runs(
     threshold: float = DEFAULT_THRESHOLD,
     alpha: float = DEFAULT_ALPHA,
     rules: ValidityRules | None = None,
+    stored_rules: bool = False,
 ) -> RegressionReport:
     """Compare every candidate group (device x bundle x configuration) with its baseline;
     `rules` (the command's --min-iterations, --min-seconds, --max-seconds) judge both sides'
-    runs."""
+    runs, or with `stored_rules` (--from-history) each run is judged by the rules stored with
+    its own session, as its bench judged it, and a note says so when `rules` differ."""
     groups: dict[tuple[str, str, str], list[HistoryRun]] = {}
     for run in candidate:
         groups.setdefault((run.serial, run.bundle_sha256, run.config_key), []).append(run)
@@ -398,15 +412,55 @@ def compare_runs(
         first = members[0]
         base = baseline_runs(store, baseline, first.device_model, key, exclude_sessions=sessions,
                              before=min(r.started_at for r in members))
+        judge_by: ValidityRules | Callable[[HistoryRun], ValidityRules] | None = rules
+        if stored_rules:
+            judge_by = session_rules(store, [*members, *base], rules)
         comparisons.append(_compare_group(serial, first, key, members, base, threshold, alpha,
-                                          rules))
-    return RegressionReport(baseline, candidate_session, threshold, alpha, comparisons)
+                                          judge_by))
+    notes = []
+    if stored_rules:
+        notes = rules_notes(store, sessions, rules)
+    return RegressionReport(baseline, candidate_session, threshold, alpha, comparisons, notes)
+
+
+def session_rules(store: HistoryStore, runs: Sequence[HistoryRun],
+                  fallback: ValidityRules | None) -> Callable[[HistoryRun], ValidityRules]:
+    """Each run's validity rules: those stored with its session (`fallback` for a session
+    stored without its parameters)."""
+    from edgepack.validity import ValidityRules
+
+    stored = {s.id: s.params.rules() for s in store.sessions(sorted({r.session for r in runs}))
+              if s.params is not None}
+    default = fallback or ValidityRules()
+    return lambda run: stored.get(run.session, default)
+
+
+def rules_notes(store: HistoryStore, sessions: set[str],
+                given: ValidityRules | None) -> list[str]:
+    """What --from-history judged the candidate by, said plainly when the command line's
+    rules differ from those stored with the session."""
+    notes = []
+    for s in store.sessions(sorted(sessions)):
+        if s.params is None:
+            continue
+        stored = s.params.rules()
+        if given is not None and _rule_text(given) != _rule_text(stored):
+            notes.append(f"runs judged valid or not by the rules stored with their sessions "
+                         f"(candidate session {s.id}: {_rule_text(stored)}), not by this "
+                         f"command line's ({_rule_text(given)})")
+    return notes
+
+
+def _rule_text(r: ValidityRules) -> str:
+    cap = f"{r.max_seconds:g} s" if r.max_seconds is not None else "none"
+    return (f"--min-iterations {r.min_iterations}, --min-seconds {r.min_seconds:g}, "
+            f"--max-seconds (per run) {cap}")
 
 
 def _compare_group(
     serial: str, first: HistoryRun, key: str, members: list[HistoryRun],
     base: list[HistoryRun], threshold: float, alpha: float,
-    rules: ValidityRules | None = None,
+    rules: ValidityRules | Callable[[HistoryRun], ValidityRules] | None = None,
 ) -> Comparison:
     common = dict(serial=serial, model=first.device_model, bundle_name=first.bundle_name,
                   bundle_sha256=first.bundle_sha256, config_key=key)
@@ -417,9 +471,12 @@ def _compare_group(
                           note=f"no baseline runs for {first.device_model} {key}{why}")
     from edgepack.validity import judge_stored
 
+    def rules_for(run: HistoryRun) -> ValidityRules | None:
+        return rules(run) if callable(rules) else rules
+
     # Invalid runs (cut short, below the minimums, on a fallen-back EP) measure something else:
     # no verdict rests on them, on either side.
-    base_ok = [r for r in base if judge_stored(r, rules).usable]
+    base_ok = [r for r in base if judge_stored(r, rules_for(r)).usable]
     b0 = base[0]
     samples = [x for r in base_ok for x in r.latencies_ms]
     session = BaselineSession(b0.session, b0.label, b0.bundle_name, b0.bundle_sha256,
@@ -429,7 +486,7 @@ def _compare_group(
         errors = "; ".join(dict.fromkeys(r.error or "error" for r in members))
         return Comparison(**common, baseline=session, latency=None,
                           note=f"the candidate did not run: {errors}")
-    verdicts = {r.id: judge_stored(r, rules) for r in done}
+    verdicts = {r.id: judge_stored(r, rules_for(r)) for r in done}
     cand_ok = [r for r in done if verdicts[r.id].usable]
     left_out = []
     if len(cand_ok) < len(done):
@@ -459,3 +516,51 @@ def _compare_group(
     return Comparison(**common, baseline=session, latency=latency,
                       accuracy=list(accuracy.values()),
                       note="; ".join(left_out) if left_out else None)
+
+
+# ---------------------------------------------------------------------------- both sides here
+
+
+def run_interleaved(baseline: Bundle, candidate: Bundle, target: Target, bench: BenchParams,
+                    *, work_dir: Path, listeners: Sequence[BenchListener] = (),
+                    label: str | None = None) -> AbResult:
+    """`--run-baseline`: bench.repeat runs of each bundle on `target`, interleaved ABBA by run
+    (baseline first in even rounds, candidate first in odd ones), every run stored by
+    `listeners` as one session."""
+    from edgepack.ab import AbParams, run_ab
+
+    if bench.repeat < MIN_RUNS:
+        raise EdgepackError(f"--run-baseline needs --repeat {MIN_RUNS} or more: an interval "
+                            "over runs needs two a side")
+    if len(bench.configs(None)) != 1:
+        raise EdgepackError("--run-baseline compares one configuration: give one --threads "
+                            "and one --ep")
+    if baseline.sha256 == candidate.sha256:
+        raise EdgepackError("--run-baseline: the baseline is the candidate bundle itself; for "
+                            "an A/A check pack a copy under another name, or use `edgepack ab`")
+    params = AbParams(min_rounds=bench.repeat, max_rounds=bench.repeat, max_seconds=1e9,
+                      precision=1e-9, cooldown_s=bench.cooldown_s,
+                      cooldown_auto=bench.cooldown_auto, rules=bench.rules())
+    config = bench.configs(target.cpu_affinity)[0]
+    return run_ab(baseline, candidate, target, config, bench, params, work_dir=work_dir,
+                  listeners=listeners, label=label)
+
+
+def compare_interleaved(store: HistoryStore, session: str, baseline_sha256: str,
+                        candidate_sha256: str, baseline: Baseline,
+                        threshold: float = DEFAULT_THRESHOLD, alpha: float = DEFAULT_ALPHA,
+                        rules: ValidityRules | None = None) -> RegressionReport:
+    """The candidate's runs of one interleaved session against the baseline's runs of the same
+    session, group by group (device x configuration)."""
+    runs = store.runs(session=session)
+    comparisons = []
+    groups: dict[tuple[str, str], list[HistoryRun]] = {}
+    for run in runs:
+        if run.bundle_sha256 == candidate_sha256:
+            groups.setdefault((run.serial, run.config_key), []).append(run)
+    for (serial, key), members in groups.items():
+        base = [r for r in runs if r.bundle_sha256 == baseline_sha256 and r.serial == serial
+                and r.config_key == key]
+        comparisons.append(_compare_group(serial, members[0], key, members, base, threshold,
+                                          alpha, rules))
+    return RegressionReport(baseline, session, threshold, alpha, comparisons)

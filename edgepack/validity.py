@@ -139,7 +139,8 @@ def judge_stored(run: HistoryRun, rules: ValidityRules | None = None) -> Validit
         return Validity(Verdict.INVALID, [f"did not finish: {run.error or 'error'}"])
     return judge_parts(run.latencies_ms, run.config.ep, run.ep_used, rules or ValidityRules(),
                        run.state_before, run.state_after,
-                       wall_s=_seconds_between(run.started_at, run.finished_at))
+                       wall_s=_seconds_between(run.started_at, run.finished_at),
+                       cooldown_cut_s=run.cooldown_waited_s if run.cooldown_cut else None)
 
 
 def judge_parts(samples: Sequence[float], ep_requested: str | None, ep_used: str | None,

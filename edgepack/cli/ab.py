@@ -21,6 +21,8 @@ from edgepack.cli.options import (
 from edgepack.cli.render import console, emit_json, fmt, note
 from edgepack.limits import MAX_ITERATIONS, MAX_SECONDS, MAX_THREADS
 
+AUTO_FIRST = 30  # edgepack.ab.AUTO_FIRST_ITERATIONS (not imported: --help stays numpy-free)
+
 if TYPE_CHECKING:
     from edgepack.ab import AbListener, AbResult
 
@@ -32,9 +34,10 @@ def ab(
         help="Bundle B, judged against A (the same path twice: an A/A check).")],
     device: Annotated[str, typer.Option(
         "--device", help="One device: a serial, or host.")],
-    iterations: Annotated[int, typer.Option(
-        "--iterations", min=1, max=MAX_ITERATIONS,
-        help="Timed iterations per run (default 50).")] = 50,
+    iterations: Annotated[str, typer.Option(
+        "--iterations", help="Timed iterations per run, or auto (the default): "
+        f"{AUTO_FIRST} in the first round, then as many as make a run's timed part about a "
+        "third of its start-up, from 10 to 50.")] = "auto",
     warmup: Annotated[int, typer.Option(
         "--warmup", min=0, max=MAX_ITERATIONS, help="Untimed runs first, in every run.")] = 1,
     threads: Annotated[int, typer.Option(
@@ -52,8 +55,14 @@ def ab(
     max_rounds: Annotated[int | None, typer.Option(
         "--max-rounds", help="Stop after this many usable rounds.")] = None,
     max_seconds: Annotated[float, typer.Option(
-        "--max-seconds", help="Stop before a round would run past this many seconds "
-        "(default 300).")] = 300.0,
+        "--max-seconds", "--max-session-seconds",
+        help="The whole session's limit: no round starts that would end past this many "
+        "seconds from the start (default 300). Not a per-run cap, unlike bench's "
+        "--max-seconds: that is --max-run-seconds here.")] = 300.0,
+    max_run_seconds: Annotated[float | None, typer.Option(
+        "--max-run-seconds", callback=number(0, MAX_SECONDS, above=True),
+        help="A run (one runner invocation) taking longer than this is semivalid: bench's "
+        "--max-seconds, MLPerf's max duration (default: no cap).")] = None,
     precision: Annotated[float, typer.Option(
         "--precision", help="Stop once the 95 % interval's half-width is at most this many "
         "percent (default 1).")] = 1.0,
@@ -73,6 +82,10 @@ def ab(
     order: Annotated[str, typer.Option(
         "--order", help="abba (interleaved), or bundle-major (all A, then all B, "
         "--min-rounds of each: to compare with how a bundle-major bench fares).")] = "abba",
+    figure: Annotated[str, typer.Option(
+        "--figure", help="Which figure of a run the ratio, the stopping rule and the verdict "
+        "rest on: median (default), or p25 (the first quartile: steadier on a machine shared "
+        "with other work).")] = "median",
     seed: Annotated[int, typer.Option("--seed", help="The bootstrap's seed.")] = 0,
     db: DbOpt = None,
     label: LabelOpt = None,
@@ -99,15 +112,31 @@ def ab(
                             "negative")
     if max_seconds > MAX_SECONDS:
         raise EdgepackError(f"--max-seconds must be at most {MAX_SECONDS:g}")
+    if iterations.strip().lower() == "auto":
+        auto_iterations, count = True, max(AUTO_FIRST, min_iterations)
+    else:
+        try:
+            count = int(iterations)
+        except ValueError:
+            raise EdgepackError(f"--iterations {iterations!r}: give a whole number or auto"
+                                ) from None
+        if not 1 <= count <= MAX_ITERATIONS:
+            raise EdgepackError(f"--iterations must be from 1 to {MAX_ITERATIONS}")
+        auto_iterations = False
     rules = ValidityRules(min_iterations=min_iterations, min_seconds=min_seconds,
+                          max_seconds=max_run_seconds,
                           max_cv=(max_cv / 100 if max_cv is not None else DEFAULT_MAX_CV))
     params = AbParams(
         min_rounds=min_rounds, max_rounds=max_rounds, max_seconds=max_seconds,
         precision=precision / 100, equivalence=equivalence / 100,
         max_slowdown=max_slowdown / 100 if max_slowdown is not None else None,
-        cooldown_s=cooldown_s, cooldown_auto=auto, order=order, seed=seed, rules=rules)
+        cooldown_s=cooldown_s, cooldown_auto=auto, order=order, seed=seed, rules=rules,
+        figure=figure,
+        auto_iterations=auto_iterations)
     bench = BenchParams(
-        repeat=1, iterations=iterations, warmup=warmup, threads=(threads,), eps=(ep,),
+        repeat=1, iterations=count, min_iterations=min_iterations,
+        min_seconds=min_seconds, max_seconds=max_run_seconds, warmup=warmup,
+        threads=(threads,), eps=(ep,),
         cpu_affinity=parse_cpu_affinity(cpu_affinity) if cpu_affinity is not None else None,
         timeout_s=timeout if timeout is not None else BenchParams().timeout_s)
     request = AbRequest(bundle_a, bundle_b, device, bench, params, engine=engine, db=db,
@@ -167,7 +196,8 @@ def _print(result: AbResult) -> None:
                       fmt(s.p90_ms if s else None), f"{s.cv * 100:.1f}%" if s else "-",
                       validity)
     out.print(table)
-    for name, e in (("median", result.median), ("mean", result.mean), ("p90", result.p90)):
+    for name, e in (("median", result.median), ("p25", result.p25), ("mean", result.mean),
+                    ("p90", result.p90)):
         if e is not None:
             out.print(f"B/A {name:6} {e.ratio:.4f}  95% CI [{e.low:.4f}, {e.high:.4f}]  "
                       f"({(e.ratio - 1) * 100:+.2f} %, +/-{e.half_width * 100:.2f} %)",
@@ -177,6 +207,7 @@ def _print(result: AbResult) -> None:
               if result.verdict in ("faster", "slower") else
               f"verdict: [{colour}]{result.verdict}[/{colour}] (equivalence +/-"
               f"{p.equivalence * 100:g} %)", highlight=False)
+    out.print(f"(the verdict rests on the {p.figure} ratio)", markup=False)
     if result.too_slow and p.max_slowdown is not None:
         out.print(f"[red]B is slower than A by more than {p.max_slowdown * 100:g} %[/red] "
                   "(--max-slowdown)", highlight=False)
@@ -193,6 +224,10 @@ def _print(result: AbResult) -> None:
     for (kind, text), where in reasons.items():
         shown = ", ".join(map(str, where[:8])) + (", ..." if len(where) > 8 else "")
         out.print(f"{kind}: {esc(text)} in {len(where)} round(s) ({shown})", highlight=False)
+    if p.cooldown_auto or p.cooldown_s:
+        from edgepack.report.ab_report import cooldown_text
+
+        out.print(cooldown_text(result), markup=False)
     if result.outputs_note:
         out.print(f"note: {result.outputs_note}", markup=False)
     else:

@@ -35,6 +35,9 @@ def bench(
         "--profile", help="Profile with onnxruntime and show the top operators.")] = False,
     top: Annotated[int, typer.Option(
         "--top", min=1, help="Operators shown with --profile.")] = 10,
+    labels: Annotated[Path | None, typer.Option(
+        "--labels", help="Class names, one a line: the reports (and --json) show each "
+        "device's top-5 of class-score outputs by name, beside the host's.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Benchmark bundles on many devices in parallel; store every run; write reports.
@@ -47,7 +50,7 @@ def bench(
     from edgepack.labrun import run_lab_bench
 
     settings = layer_settings(replace(given, profile=profile, top=top))
-    outcome = run_lab_bench(settings, bundles, _listener(quiet=json_out))
+    outcome = run_lab_bench(settings, bundles, _listener(quiet=json_out), labels=labels)
     if json_out:
         from edgepack.report.json_report import report_document
 
@@ -129,8 +132,13 @@ def regress(
         "--baseline", help="previous, label:NAME, sha256:PREFIX, or a bundle directory.")],
     given: GivenOptions,
     from_history: Annotated[bool, typer.Option(
-        "--from-history", help="Take the bundle's newest stored session instead of running.")
+        "--from-history", help="Take the bundle's newest stored session instead of running; "
+        "its runs are judged by the validity rules stored with that session.")
     ] = False,
+    run_baseline: Annotated[bool, typer.Option(
+        "--run-baseline", help="Run the baseline too (--baseline a bundle directory), "
+        "interleaved with the candidate run by run (ABBA), --repeat runs each on one device: "
+        "drift between two benches can no longer read as a change.")] = False,
     threshold: Annotated[float | None, typer.Option(
         "--threshold", callback=number(0),
         help="Equivalence margin in percent: a slowdown whose interval reaches past it is a "
@@ -150,7 +158,8 @@ def regress(
 
     # Options are checked before the history database is opened (and made, if new).
     settings = layer_settings(replace(given, threshold_percent=threshold, alpha=alpha))
-    outcome = run_regress(settings, bundle, baseline, from_history, _listener(quiet=json_out))
+    outcome = run_regress(settings, bundle, baseline, from_history, _listener(quiet=json_out),
+                          run_baseline=run_baseline)
     if json_out:
         from edgepack.report.json_report import regression_document
 
@@ -339,6 +348,8 @@ def _print_regression(report: RegressionReport) -> None:
         if c.note and c.baseline is not None:
             out.print(f"[yellow]note[/yellow] {esc(c.serial)} {esc(c.config_key)}: "
                       f"{esc(c.note)}", highlight=False)
+    for text in report.notes:
+        out.print(f"note: {text}", markup=False)
     n, u = len(report.regressions), len(report.unjudged)
     if n:
         line = f"{n} regression(s) in {len(report.comparisons)} comparison(s)"

@@ -65,8 +65,11 @@ MinSecondsOpt = Annotated[float | None, typer.Option(
     "--min-seconds", callback=number(0, MAX_SECONDS, above=True),
     help="Time runs for at least this long instead.")]
 ThreadsOpt = Annotated[int, typer.Option(
-    "--threads", min=0, max=MAX_THREADS, help="Intra-op threads (0: onnxruntime's default).")]
-EpOpt = Annotated[str, typer.Option("--ep", help="cpu, xnnpack or nnapi.")]
+    "--threads", min=0, max=MAX_THREADS,
+    help="Intra-op threads (0: onnxruntime's default); in the browser, WASM threads.")]
+EpOpt = Annotated[str, typer.Option(
+    "--ep", help="cpu, xnnpack or nnapi; with --device browser: wasm (= cpu), webgl, webgpu "
+    "(onnxruntime-web) or onnxjs (ONNX.js).")]
 OptimizationOpt = Annotated[str, typer.Option(
     "--optimization", help="disable, basic, extended or all.")]
 ReportOpt = Annotated[Path | None, typer.Option(
@@ -76,7 +79,8 @@ ReportOpt = Annotated[Path | None, typer.Option(
 # Declared once: `lab_options` gives both commands these, as one edgepack.lab.GivenOptions.
 
 DeviceOpt = Annotated[str | None, typer.Option(
-    "--device", help="host, all (every attached device), or SERIAL,SERIAL (host may be one).")]
+    "--device", help="host, browser (headless Chromium), all (every attached device), or "
+    "SERIAL,SERIAL (host and browser may be among them).")]
 LabOpt = Annotated[Path | None, typer.Option(
     "--lab", help="A lab.toml: devices, adb servers and defaults.")]
 RepeatOpt = Annotated[int | None, typer.Option(
@@ -97,13 +101,16 @@ ValidMinSecondsOpt = Annotated[float | None, typer.Option(
     "--min-seconds", callback=number(0, MAX_SECONDS),
     help="A run whose iterations time less than this in all is invalid (default 0).")]
 MaxSecondsOpt = Annotated[float | None, typer.Option(
-    "--max-seconds", callback=number(0, MAX_SECONDS, above=True),
-    help="A run taking longer than this (wall time) is semivalid (default: no cap).")]
+    "--max-seconds", "--max-run-seconds", callback=number(0, MAX_SECONDS, above=True),
+    help="A run (one runner invocation, wall time) taking longer than this is semivalid: a "
+    "per-run cap, MLPerf's max duration, not the session's limit that ab's --max-seconds is "
+    "(default: no cap).")]
 SweepThreadsOpt = Annotated[str | None, typer.Option(
     "--threads", help="Intra-op threads; a comma list sweeps, e.g. 1,2,4 (default 1).")]
 SweepEpOpt = Annotated[str | None, typer.Option(
     "--ep", help="Execution providers; a comma list sweeps, e.g. cpu,xnnpack (default cpu); "
-                 "BUNDLE=EP gives one bundle (manifest name or path) its own.")]
+                 "BUNDLE=EP gives one bundle (manifest name or path) its own. The browser "
+                 "takes cpu (its wasm), wasm, webgl, webgpu and onnxjs.")]
 PlacementOpt = Annotated[bool, typer.Option(
     "--profile", help="Profile with onnxruntime and say where the nodes ran: how many on the "
                       "provider asked for, in how many partitions, which fell back to the CPU.")]

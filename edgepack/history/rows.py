@@ -85,7 +85,7 @@ def run_row(session: str, run: BenchRun) -> Row:
     runner = result.sets[0].runner if result else None
     stats = result.stats if result is not None and result.stats.count else None
     device = run.device
-    return {
+    row = {
         "session_id": session,
         "bundle_sha256": run.bundle_sha256,
         "bundle_name": run.bundle_name,
@@ -120,6 +120,12 @@ def run_row(session: str, run: BenchRun) -> Row:
         "profile_json": _json(run.profile),
         "result_json": _json(result),
     }
+    if run.cooldown_waited_s or run.cooldown_cut:
+        # Only when there was a wait: NULL reads back as none, and a row without these
+        # columns is what every edgepack before schema 4 wrote.
+        row["cooldown_waited_s"] = run.cooldown_waited_s
+        row["cooldown_cut"] = int(run.cooldown_cut)
+    return row
 
 
 def run_from_row(row: Mapping[str, Any], verdicts: Sequence[StoredVerdict] = ()) -> HistoryRun:
@@ -162,6 +168,9 @@ def run_from_row(row: Mapping[str, Any], verdicts: Sequence[StoredVerdict] = ())
         device=_load(DeviceInfo, row["device_json"]),
         host=row.get("host"),
         result_json=row["result_json"],
+        # NULL in rows stored before schema version 4: no wait is known.
+        cooldown_waited_s=_real(row.get("cooldown_waited_s")) or 0.0,
+        cooldown_cut=bool(row.get("cooldown_cut")),
     )
 
 

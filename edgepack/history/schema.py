@@ -15,7 +15,9 @@ edgepack is refused rather than misread (`upgrades`).
               from version 2 also result_json, the whole DeployResult, from which a stored
               session's reports are written again (`regress --from-history --report-dir`);
               from version 3 a profiled run's config_key ends in `/profile` (the migration
-              adds it to runs stored before, whose config_json says they were profiled)
+              adds it to runs stored before, whose config_json says they were profiled);
+              from version 4 cooldown_waited_s and cooldown_cut: how long the cooldown before
+              the run waited, and whether `--cooldown auto` gave up (NULL: stored before)
     verdicts  one per run x test set x output: pass/fail, reason and the comparison metrics
 
 Timestamps are UTC ISO-8601 strings of one format, so they sort and compare as text.
@@ -129,7 +131,15 @@ UPDATE runs SET config_key = config_key || '/profile'
     WHERE {profiled} AND config_key NOT LIKE '%/profile';
 """
 
-MIGRATIONS: list[str] = [_V1, _V2, _V3]
+# The wait before a run (bench's and ab's --cooldown) and whether --cooldown auto gave up: a
+# stored run is then judged as its bench judged it (a cut wait makes it semivalid), and a
+# report written again from the history shows the wait.
+_V4 = """
+ALTER TABLE runs ADD COLUMN cooldown_waited_s {real};
+ALTER TABLE runs ADD COLUMN cooldown_cut INTEGER;
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2, _V3, _V4]
 
 
 def upgrades(version: int, where: str) -> range:

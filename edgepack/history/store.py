@@ -148,6 +148,9 @@ class HistoryRun:
     verdicts: list[StoredVerdict] = field(default_factory=list)
     device: DeviceInfo | None = None
     host: str | None = None  # the machine whose bench ran it (its session's host)
+    # The wait before the run (schema 4 on): seconds, and whether --cooldown auto gave up.
+    cooldown_waited_s: float = 0.0
+    cooldown_cut: bool = False
     # The whole DeployResult as stored (schema 2 on); parsed on demand: listings never need it.
     result_json: str | None = field(default=None, repr=False, metadata={INTERNAL: True})
 
@@ -168,6 +171,7 @@ class HistoryRun:
             device=self.device, result=self.deploy_result(), error=self.error,
             state_before=self.state_before, state_after=self.state_after,
             warnings=self.warnings, profile=self.profile,
+            cooldown_waited_s=self.cooldown_waited_s, cooldown_cut=self.cooldown_cut,
         )
 
     @property

@@ -112,7 +112,7 @@ def test_schema_2_files_get_profiled_runs_keyed_apart(bundle, tmp_path, monkeypa
         assert store.schema_version == 2
     monkeypatch.setattr("edgepack.history.schema.MIGRATIONS", MIGRATIONS)
     with HistoryStore.open(path) as store:
-        assert store.schema_version == len(MIGRATIONS) == 3
+        assert store.schema_version == len(MIGRATIONS) == 4
         keys = {(r.session, r.config_key) for r in store.runs()}
         assert keys == {(plain.session, "cpu/t1"), (profiled.session, "cpu/t1/profile"),
                         (nnapi.session, "nnapi/t1/profile")}

@@ -184,7 +184,9 @@ def test_a_row_names_every_column_once(tmp_path):
         def columns(table: str) -> set[str]:
             return {r[1] for r in store.conn.execute(f"PRAGMA table_info({table})")}
 
-        run = odd_run()
+        # A run after a cooldown that gave up: the cooldown columns (schema 4) are written
+        # only when there was a wait.
+        run = replace(odd_run(), cooldown_waited_s=120.0, cooldown_cut=True)
         row = run_row("s1", run)
         assert set(row) == columns("runs") - {"id"}  # the database numbers runs
         (first, second) = verdict_rows(7, run)
@@ -203,8 +205,9 @@ def test_a_file_written_before_the_split_reads_and_keeps_its_schema(tmp_path):
     conn.executescript(SCHEMA_3.read_text())
     conn.close()
     with HistoryStore.open(old) as store:
-        assert store.schema_version == 3
+        assert store.schema_version == 4  # schema 4 added two columns, NULL in old rows
         runs = store.runs(session="0123456789ab")
+        assert all(r.cooldown_waited_s == 0.0 and not r.cooldown_cut for r in runs)
         assert [(r.serial, r.repeat, r.status) for r in runs] == [
             ("A", 0, RunStatus.PASS), ("B", 0, RunStatus.FAIL), ("A", 1, RunStatus.PASS),
             ("B", 1, RunStatus.ERROR)]

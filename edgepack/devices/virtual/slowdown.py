@@ -2,19 +2,22 @@
 
 A preloaded library (built and cached as the runner faults' is, edgepack.devices.virtual.
 runnerfault) wraps clock_gettime in a program named edgepack-runner: once the moment has come,
-each CLOCK_MONOTONIC read first sleeps (FACTOR - 1) times the time since the thread's previous
-read, then reads the clock. The runner times an inference between two reads, so every
-inference really takes FACTOR times as long on the wall clock, and the runner measures exactly
-that; the same holds for session creation, the warm-up and whatever onnxruntime times itself.
+each CLOCK_MONOTONIC read first waits (FACTOR - 1) times the time since the thread's previous
+read, then reads the clock; the wait sleeps, but for its last SPIN_S, which it spins, so that
+a small factor (1.02) is as exact as a large one. The runner times an inference between two
+reads, so every inference really takes FACTOR times as long on the wall clock, and the runner
+measures exactly that; the same holds for session creation, the warm-up and whatever
+onnxruntime times itself.
 
 Why a stretch by sleeping rather than a CPU-burning sibling pinned to the runner's CPU (what a
 phone's background job does): a burner's effect on a *median* depends on the scheduler's slice
 against the iteration's length (iterations shorter than a slice mostly run untouched, so the
 median barely moves) and on whatever else loads the host (the virtual device runs on a shared
-CI machine), while it takes a whole core from everyone. The sleep slows every iteration by the
-factor asked for, costs no CPU, and is the same on a quiet and a busy host; a drift test can
-then say exactly what it injected. Only the runner is slowed (the adb services, the shell and
-the transfers are not), and the runner binary on the device stays as pushed.
+CI machine), while it takes a whole core from everyone. The wait slows every iteration by the
+factor asked for, costs little CPU (a spin of at most SPIN_S a read), and is the same on a
+quiet and a busy host; a drift test can then say exactly what it injected. Only the runner is
+slowed (the adb services, the shell and the transfers are not), and the runner binary on the
+device stays as pushed.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ ENV_FACTOR = "EDGEPACK_VD_SLOWDOWN_FACTOR"
 # One read-to-read interval is stretched by at most this much: a runner that waited on
 # something long between two reads is not put to sleep for minutes.
 MAX_SLEEP_S = 30
+# The last this much of each stretch is spun, not slept, so a stretch is exact to a few
+# microseconds however small the factor (a sleep overshoots by the timer slack).
+SPIN_S = 200e-6
 
 _SOURCE = r"""
 #define _GNU_SOURCE
@@ -71,16 +77,25 @@ int clock_gettime(clockid_t id, struct timespec *tp) {
         double extra = (factor - 1.0) * (now - last);
         if (extra > MAX_SLEEP_S) extra = MAX_SLEEP_S;
         if (extra > 0) {
-            struct timespec want = {(time_t)extra, (long)((extra - (time_t)extra) * 1e9)};
-            while (nanosleep(&want, &want) != 0 && errno == EINTR) {}
-            rc = real_clock(id, tp);
-            now = seconds(tp);
+            /* Sleep all but the last SPIN_S, then spin to the moment: a sleep overshoots by
+               the timer slack (50 us by default), which for a small factor is many times the
+               stretch asked for and would make a 1.02 knob a 5x one. */
+            double until = now + extra;
+            if (extra > SPIN_S) {
+                double nap = extra - SPIN_S;
+                struct timespec want = {(time_t)nap, (long)((nap - (time_t)nap) * 1e9)};
+                while (nanosleep(&want, &want) != 0 && errno == EINTR) {}
+            }
+            do {
+                rc = real_clock(id, tp);
+                now = seconds(tp);
+            } while (rc == 0 && now < until);
         }
     }
     last = now;
     return rc;
 }
-""".replace("MAX_SLEEP_S", str(MAX_SLEEP_S))
+""".replace("MAX_SLEEP_S", str(MAX_SLEEP_S)).replace("SPIN_S", repr(SPIN_S))
 
 
 def parse(text: str) -> tuple[float, float]:
