@@ -5,11 +5,14 @@ For ResNet-20, the super-resolution net, fast-neural-style (exported from exampl
 onnx package's light_resnet50: pack with one random input set, start a virtual device whose
 runner perturbs the middle node of the graph (`--runner-fault perturb:NODE:0.05`), then run
 `edgepack diagnose --json` with the default budget (all intermediate tensors at once) and with a
-budget of 1 KB (bisection). Each row says whether the node found is the one perturbed. Bisection
-follows the outputs' divergence: where the outputs end up agreeing (light_resnet50's weights are
-constants, its softmax is flat whatever the scale) it finds nothing, and says so.
+budget of 1 KB (bisection). Each row says whether the node found is the one perturbed, how many
+device runs it took and the wall time (diagnose's own figure, host reference included, and the
+whole command's). Bisection compares the graph's cut at each probe, not only its outputs: it
+finds light_resnet50's perturbed node although the model's flat softmax makes its outputs
+agree. --emulate runs the device as an emulated ARM phone (qemu-user; needs the linux-aarch64
+runner).
 
-    python bench/diagnose_bench.py [--json FILE]
+    python bench/diagnose_bench.py [--models a,b] [--emulate] [--json FILE]
 
 Needs the host runner (edgepack runner build --target host), torch (export) and cc.
 """
@@ -28,6 +31,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
+sys.path.insert(0, str(REPO))  # run as a script from a checkout, installed or not
 
 # name -> (export arguments, or None for an ONNX file given as is; the file)
 MODELS: dict[str, tuple[list[str] | None, str]] = {
@@ -83,28 +87,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--emulate", action="store_true",
+                        help="an emulated ARM phone (virtual-device --abi arm64-v8a --emulate)")
     args = parser.parse_args()
 
     from edgepack.devices.virtual.harness import AdbServer, DeviceFactory
     from edgepack.runner.cache import find_runner
 
-    if find_runner("host") is None:
-        raise SystemExit("build the host runner first: edgepack runner build --target host")
+    target = "linux-aarch64" if args.emulate else "host"
+    if find_runner(target) is None:
+        raise SystemExit(f"build the runner first: edgepack runner build --target {target}")
+    device_args = ["--abi", "arm64-v8a", "--emulate"] if args.emulate else []
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgepack-diag-bench-") as tmp_text:
         tmp = Path(tmp_text)
         with AdbServer() as server, DeviceFactory(server, tmp / "devices") as devices:
-            env = {**os.environ, **server.env()}
+            env = {**os.environ, **server.env(),
+                   "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
+                                                               os.environ.get("PYTHONPATH")]))}
             for name in args.models.split(","):
                 model = model_file(name, tmp, env)
                 bundle = tmp / f"{name}.bundle"
                 cli("pack", str(model), "-o", str(bundle), "--random-sets", "1", env=env)
                 node = middle_node(bundle)
                 dev = devices.start(separate_process=True,
-                                    args=["--runner-fault", f"perturb:{node}:0.05"])
+                                    args=[*device_args, "--runner-fault", f"perturb:{node}:0.05"])
                 for label, extra in (("all-at-once", []), ("bisect", ["--budget", "0.001"])):
                     wall, out = cli("diagnose", str(bundle), "--device", dev.serial, "--json",
-                                    *extra, env=env, ok=(0, 1))
+                                    "--timeout", "1800", *extra, env=env, ok=(0, 1))
                     doc = json.loads(out)
                     found = (doc["first_divergent"] or {}).get("node")
                     rows.append({"model": name, "mode": label, "strategy": doc["strategy"],

@@ -34,7 +34,7 @@ from edgepack.executors import DeployListener, HostExecutor, run_bundle
 from edgepack.records import DeployResult, Transfer
 from edgepack.runner.cache import RunnerBuild, find_runner, version_key
 from edgepack.runner.local import device_command
-from edgepack.runner.result import RunConfig, RunnerResult, parse_runner_output
+from edgepack.runner.result import RunConfig, RunnerResult, check_ep_place, parse_runner_output
 from edgepack.runner.targets import (
     TARGETS,
     ZIG_GLIBC,
@@ -133,6 +133,7 @@ class DeviceExecutor:
     @contextmanager
     def prepare(self, bundle: Bundle, config: RunConfig,
                 listener: DeployListener | None = None) -> Iterator[DevicePrepared]:
+        check_ep_place(config.ep, browser=False)
         listener = listener or DeployListener()
         device = self.device
         listener.stage(f"{device.serial}: reading device properties")
@@ -350,4 +351,5 @@ def _runner_result(
     try:
         return parse_runner_output(stdout, code, stderr)
     except EdgepackError as exc:
-        raise EdgepackError(f"{serial}: {exc.message}", ExitCode.DEVICE) from None
+        # Keeps a bad-input verdict (an injected fault that does not fit the model).
+        raise EdgepackError(f"{serial}: {exc.message}", exc.exit_code) from None

@@ -18,14 +18,20 @@ diverges; its inputs are, by that order, all within (the report shows their erro
 
 Strategy (`--budget MB`): when all intermediate tensors (sizes from the host run) fit in the
 budget, they are exposed at once, one device run. Otherwise the search bisects over the
-topological order, one device run per step exposing one node's outputs (the graph's outputs are
-always there): about log2(nodes) runs, plus one last run for the divergent node's inputs and the
-table of the error along the graph after it (as many tensors as the budget holds). Bisection
-follows the graph outputs' divergence and assumes that once a tensor diverges the later ones
-do; when that last run shows the node's own input diverging (an instance norm cancels a scale
-error for a stretch, a residual sum brings it back), the search goes back before that input and
-bisects again, saying so. All at once needs no such assumption: it sees a divergence even where
-the outputs end up agreeing, which bisection reports as nothing found.
+topological order, one device run per step: about log2(nodes) runs, plus one last run for the
+divergent node's inputs and the table of the error along the graph after it (as many tensors as
+the budget holds). A step at position P exposes the graph's cut there: every tensor made at or
+before P that a later node (or the graph's outputs) still uses. Everything after P is computed
+from that cut, so the first P whose cut diverges is a node whose output diverges while its
+inputs (all in the previous cut) are within: the answer needs no assumption that a divergence
+reaches the graph's outputs (light_resnet50's flat softmax makes its outputs agree whatever
+the scale of its logits). Bisection does assume that once the cut diverges it stays divergent;
+a divergence that a later node cancels (an instance norm undoing a scale error) before the
+probed cuts is seen only all at once.
+
+Nodes inside subgraphs (the bodies of If, Loop, Scan) cannot be graph outputs: the search
+covers the main graph, whose node holding the body shows the body's result, and the report
+lists the nodes it could not search.
 """
 
 from __future__ import annotations
@@ -74,6 +80,11 @@ class NodeRow:
     max_rel_error: float | None
     mismatched: int | None
     total: int | None
+    # max abs error / max |reference|: the error on the scale the tolerance is scaled to, which
+    # the HTML plot draws (max_rel_error explodes on near-zero elements of a large tensor)
+    scaled_error: float | None = None
+    scaled_tolerance: float | None = None  # atol / max |reference|: no element diverges below
+    provider: str | None = None  # where the profile says the node ran (--ep), None: unknown
 
 
 @dataclass(frozen=True)
@@ -90,6 +101,16 @@ class Divergence:
 
 
 @dataclass(frozen=True)
+class Unsearched:
+    """A main-graph node holding subgraphs (If, Loop, Scan): the nodes of its bodies cannot be
+    exposed as outputs, so the search sees only the holder's outputs."""
+
+    node: str
+    op_type: str
+    inner_nodes: list[str]  # every node of its bodies, nested bodies included
+
+
+@dataclass(frozen=True)
 class Diagnosis:
     bundle: str
     device: str
@@ -102,6 +123,7 @@ class Diagnosis:
     table: list[NodeRow]
     wall_s: float
     notes: list[str] = field(default_factory=list)
+    not_searched: list[Unsearched] = field(default_factory=list)
 
     @property
     def diverged(self) -> bool:
@@ -174,6 +196,25 @@ class Diagnoser:
             self.nodes.append(_Node(i, node.name or f"{node.op_type}#{i}", node.op_type,
                                     [x for x in node.input if x], outs))
         self.producer = {o: n for n in self.nodes for o in n.outputs}
+        # The last main-graph node using each tensor, a body's use counting as its holder's
+        # (a body reads outer tensors by name, not through the holder's inputs).
+        self.last_use: dict[str, int] = {}
+        self.not_searched: list[Unsearched] = []
+        for i, node in enumerate(self.model.graph.node):
+            inner: list[str] = []
+            used = set(node.input) | _subgraph_names(node, inner)
+            for name in used:
+                if name:
+                    self.last_use[name] = i
+            if inner:
+                self.not_searched.append(Unsearched(self.nodes[i].name, node.op_type, inner))
+        if self.not_searched:
+            count = sum(len(u.inner_nodes) for u in self.not_searched)
+            holders = ", ".join(f"{u.node} ({u.op_type}, {len(u.inner_nodes)})"
+                                for u in self.not_searched[:5])
+            self.notes.append(f"{count} node(s) inside subgraphs were not searched (a body's "
+                              f"tensors cannot be exposed); their holders' outputs were: "
+                              f"{holders}{', ...' if len(self.not_searched) > 5 else ''}")
         self.reference = self._host_reference()
         self.exposed_bytes = sum(int(a.nbytes) for a in self.reference.values())
 
@@ -306,48 +347,50 @@ class Diagnoser:
                  if any(o in got for o in n.outputs)]
         return Diagnosis(self.bundle.name, getattr(self, "device", "?"), strategy,
                          self.device_runs, len(self.nodes), self.exposed_bytes, self.budget,
-                         divergence, table, time.perf_counter() - self.started, self.notes)
+                         divergence, table, time.perf_counter() - self.started, self.notes,
+                         self.not_searched)
+
+    def cut(self, node: _Node) -> list[str]:
+        """The tensors made at or before `node` that a later node or the graph's outputs use:
+        everything after `node` is computed from them (and the graph's inputs and weights)."""
+        outputs = set(self.graph_outputs)
+        return [o for n in self.nodes[:node.index + 1] for o in n.outputs
+                if o in self.reference
+                and (self.last_use.get(o, -1) > node.index or o in outputs)]
 
     def _bisect(self, checkable: list[_Node]) -> tuple[_Node | None, dict[str, np.ndarray],
                                                        list[_Node]]:
-        lo, hi = -1, len(checkable) - 1  # lo within (or before the first), hi diverges
-        at = {n.index: i for i, n in enumerate(checkable)}
-        within: set[int] = set()
-        first_run = True
-        while True:
-            while first_run or hi - lo > 1:
-                mid = (lo + hi) // 2 if hi - lo > 1 else hi
-                probe = checkable[mid]
-                got = self.device_run([o for o in probe.outputs if o in self.reference])
-                if first_run:
-                    first_run = False
-                    wrong = [o for o in self.graph_outputs
-                             if o in self.reference and not self.check(got, o).within]
-                    if not wrong:
-                        self.notes.append("the graph's outputs agree; bisection looks for the "
-                                          "node that makes them diverge, so it stopped there")
-                        return None, got, []
-                    # hi: a node known to diverge, the earliest producer of a wrong output.
-                    hi = min((i for i, n in enumerate(checkable)
-                              if set(n.outputs) & set(wrong)), default=hi)
-                    if mid >= hi:
-                        continue
-                if self.node_diverges(got, probe):
-                    hi = mid
-                else:
-                    lo = mid
-                    within.add(mid)
-            first, got, later = self._last_run(checkable, hi)
-            bad = [x for x in first.inputs if x in got and x in self.producer
-                   and not self.check(got, x).within]
-            if not bad:
-                return first, got, [first] + later
-            # The error vanished for a stretch and came back (an instance norm cancels a scale,
-            # a residual sum brings it back): go back to where the divergent input came from.
-            self.notes.append(f"{first.name}'s input {bad[0]} diverges too: the search went "
-                              "back before it")
-            hi = min(at[self.producer[x].index] for x in bad)
-            lo = max((i for i in within if i < hi), default=-1)
+        # lo: a position whose cut is within (-1: the graph's inputs); hi: the answer's
+        # candidate, confirmed once a cut at or before it was seen diverging.
+        lo, hi = -1, len(checkable) - 1
+        confirmed = False
+        probes = 0
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            cut = self.cut(checkable[mid])
+            got = self.device_run(cut)  # the graph's outputs come along in every run
+            probes += 1
+            if not confirmed:
+                wrong = {o for o in self.graph_outputs
+                         if o in self.reference and not self.check(got, o).within}
+                # The earliest producer of a wrong graph output diverges for sure.
+                early = min((i for i, n in enumerate(checkable) if set(n.outputs) & wrong),
+                            default=None)
+                if early is not None and early < hi:
+                    hi, confirmed = early, True
+                if mid >= hi:
+                    continue
+            if any(not self.check(got, x).within for x in cut):
+                hi, confirmed = mid, True
+            else:
+                lo = mid
+        first, got, later = self._last_run(checkable, hi)
+        if not confirmed and self.node_diverges(got, first) is None:
+            self.notes.append(f"bisection found every cut it probed ({probes}) within, and the "
+                              "outputs agree; a divergence that a later node cancels between "
+                              "two probed cuts is seen only all at once (a larger --budget)")
+            return None, got, [first] + later
+        return first, got, [first] + later
 
     def _last_run(self, checkable: list[_Node], hi: int
                   ) -> tuple[_Node, dict[str, np.ndarray], list[_Node]]:
@@ -384,9 +427,14 @@ class Diagnoser:
         out = next(o for o in node.outputs if o in got)
         c = self.check(got, out)
         m = c.metrics
+        scaled = tolerance = None
+        if c.max_ref and m is not None and m.max_abs_error is not None:
+            scaled = float(m.max_abs_error) / c.max_ref
+            tolerance = tensor_tolerance(self.reference[out])[1] / c.max_ref
         return NodeRow(node.index, node.name, node.op_type, out, c.within,
                        m.max_abs_error if m else None, m.max_rel_error if m else None,
-                       m.mismatched if m else None, m.total if m else None)
+                       m.mismatched if m else None, m.total if m else None, scaled, tolerance,
+                       self.provider_of(node))
 
     # ------------------------------------------------------------------ what the node is
 
@@ -405,20 +453,50 @@ class Diagnoser:
         return None
 
     def provider_of(self, node: _Node) -> str | None:
+        return self._providers().get(node.name)
+
+    def _providers(self) -> dict[str, str]:
+        """Node name -> provider, from the last device run's profile (read once per run)."""
         profile = getattr(self, "profile", None)
         if not profile or self.config.ep == "cpu":
-            return None
+            return {}
+        cached = getattr(self, "_provider_cache", None)
+        if cached is not None and cached[0] == profile:
+            return cached[1]
+        found: dict[str, str] = {}
         try:
             doc = json.loads(Path(profile).read_text("utf-8"))
         except (OSError, ValueError):
-            return None
+            doc = {}
         events = doc.get("traceEvents", []) if isinstance(doc, dict) else doc
         for ev in events if isinstance(events, list) else []:
-            if (isinstance(ev, dict) and ev.get("cat") == "Node"
-                    and ev.get("name") == f"{node.name}_kernel_time"):
+            name = ev.get("name") if isinstance(ev, dict) else None
+            if ev_is_node(ev) and isinstance(name, str) and name.endswith("_kernel_time"):
                 args = ev.get("args") if isinstance(ev.get("args"), dict) else {}
-                return str(args.get("provider") or "") or None
-        return None
+                if args.get("provider"):
+                    found.setdefault(name[:-len("_kernel_time")], str(args["provider"]))
+        self._provider_cache = (profile, found)
+        return found
+
+
+def ev_is_node(ev: Any) -> bool:
+    return isinstance(ev, dict) and ev.get("cat") == "Node"
+
+
+def _subgraph_names(node: Any, inner: list[str]) -> set[str]:
+    """Every tensor name the bodies of `node` (and their bodies) refer to; their nodes' names
+    are appended to `inner`."""
+    from onnx import AttributeProto
+
+    names: set[str] = set()
+    graphs = [a.g for a in node.attribute if a.type == AttributeProto.GRAPH]
+    graphs += [g for a in node.attribute if a.type == AttributeProto.GRAPHS for g in a.graphs]
+    for graph in graphs:
+        for i, sub in enumerate(graph.node):
+            inner.append(sub.name or f"{sub.op_type}#{i} in {graph.name or node.op_type}")
+            names.update(sub.input)
+            names.update(_subgraph_names(sub, inner))
+    return names
 
 
 _OPERATORS = ("aten.", "prims.", "torch.ops.", "<built-in", "_operator.")

@@ -112,3 +112,31 @@ def _top(scores: object, names: list[str]) -> list[Scored]:
     order = np.argsort(-values, kind="stable")[:TOP_K]
     return [Scored(int(i), names[int(i)], float(np.asarray(scores, dtype=np.float64)[i]))
             for i in order]
+
+
+@dataclass(frozen=True)
+class GroupTop:
+    """bench --labels: the top classes of one device's runs of one bundle and configuration
+    (its failing run's when one failed: the outputs worth looking at)."""
+
+    serial: str
+    bundle_name: str
+    bundle_sha256: str
+    config_key: str
+    classes: list[TopClasses]
+
+
+def labels_for_bundles(path: Path, bundles: list[Bundle]) -> dict[str, Labels]:
+    """bench --labels: FILE for every bundle with class-score outputs (by sha256), checked
+    before anything runs; bad input when no bundle has any."""
+    from edgepack.compare import class_count
+
+    labelled = {}
+    for bundle in bundles:
+        expected = bundle.expected_outputs(0)
+        if any(class_count(n, a) is not None for n, a in expected.items()) or len(bundles) == 1:
+            labelled[bundle.sha256] = load_labels(path, bundle)  # one bundle: its own error
+    if not labelled:
+        raise EdgepackError(f"--labels {path}: no output of {', '.join(b.name for b in bundles)} "
+                            "is class scores ([N, C] or [N, C, 1, 1] floats)")
+    return labelled

@@ -18,7 +18,8 @@ from edgepack.errors import EdgepackError, ExitCode
 def diagnose(
     bundle: Annotated[Path, typer.Argument(help="A bundle directory (from `edgepack pack`).")],
     device: Annotated[str, typer.Option(
-        "--device", help="Serial of an adb device, or host (onnxruntime on this machine).")],
+        "--device", help="Serial of an adb device, host (onnxruntime on this machine), or "
+        "browser (headless Chromium).")],
     ep: EpOpt = "cpu",
     budget: Annotated[float, typer.Option(
         "--budget", help="MB of intermediate tensors one run may expose: below it all at "
@@ -31,6 +32,9 @@ def diagnose(
         "--against-float", help="A quantized bundle on the host (--device host): which layer "
         "loses the most accuracy in int8 against FLOAT_MODEL, the model it was packed from.")
     ] = None,
+    report: Annotated[Path | None, typer.Option(
+        "--report", help="Also write an HTML report here: the error along the graph plotted "
+        "per node, the first divergent node marked.")] = None,
     server: ServerOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -47,7 +51,13 @@ def diagnose(
 
     if not (budget > 0 and budget < 1e9):
         raise EdgepackError(f"--budget {budget}: expected more than 0 MB", ExitCode.BAD_INPUT)
+    if report is not None and (report.is_dir() or not report.parent.is_dir()):
+        raise EdgepackError(f"--report {report}: expected a file in an existing directory",
+                            ExitCode.BAD_INPUT)
     if against_float is not None:
+        if report is not None:
+            raise EdgepackError("--report plots a device diagnosis; --against-float has none "
+                                "(use --json)", ExitCode.BAD_INPUT)
         _against_float(bundle, device, against_float, json_out)
         return
     config = RunConfig(warmup=0, iterations=1, ep=ep, timeout_s=timeout, profile=ep != "cpu")
@@ -56,6 +66,10 @@ def diagnose(
         from edgepack.executors import PythonExecutor
 
         executor = PythonExecutor()
+    elif device == "browser":
+        from edgepack.web.executor import BrowserExecutor
+
+        executor = BrowserExecutor()
     else:
         from edgepack.cli.devices import _server
         from edgepack.deploy import DeviceExecutor
@@ -65,12 +79,18 @@ def diagnose(
     quiet = json_out or not sys.stderr.isatty()
     result = run_diagnosis(b, executor, config, int(budget * 1e6), input_set,
                            None if quiet else lambda text: typer.echo(text, err=True))
+    if report is not None:
+        from edgepack.report.diagnose_report import write_diagnose_report
+
+        write_diagnose_report(result, report)
     if json_out:
         from edgepack.serialize import to_jsonable
 
         typer.echo(json.dumps(to_jsonable(result), indent=1))
     else:
         _render(result)
+        if report is not None:
+            typer.echo(f"report: {report}")
     if result.diverged:
         raise typer.Exit(int(ExitCode.MISMATCH))
 
@@ -114,6 +134,9 @@ def _render(r: object) -> None:
                f"(budget {r.budget_bytes / 1e6:.0f} MB), {r.wall_s:.1f} s")
     for text in r.notes:
         typer.echo(f"note: {text}")
+    for held in r.not_searched:
+        names = ", ".join(held.inner_nodes[:20]) + (", ..." if len(held.inner_nodes) > 20 else "")
+        typer.echo(f"not searched, inside {held.node} ({held.op_type}): {names}")
     d = r.first_divergent
     if d is None:
         typer.echo("nothing diverges: every tensor compared is within its tolerance")

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from edgepack.bundle import Bundle
     from edgepack.check import CheckReport
     from edgepack.history import HistoryStore
+    from edgepack.labels import GroupTop, Labels
     from edgepack.regress import Comparison, RegressionReport
     from edgepack.report.images import ImageComparison
     from edgepack.validity import Validity
@@ -38,6 +39,12 @@ class ReportData:
     # `edgepack check`'s prediction per bundle (sha256) for the providers the bench asked for,
     # shown beside what the device reported.
     ep_checks: dict[str, CheckReport] = field(default_factory=dict)
+    top_classes: list[GroupTop] = field(default_factory=list)  # bench --labels
+
+    def top_of(self, g: GroupSummary) -> GroupTop | None:
+        return next((t for t in self.top_classes
+                     if (t.serial, t.bundle_sha256, t.config_key)
+                     == (g.serial, g.bundle_sha256, g.config_key)), None)
 
     @property
     def top_ops(self) -> int:
@@ -91,6 +98,7 @@ def build_report(
     store: HistoryStore | None = None,
     bundles: Sequence[Bundle] = (),
     max_images: int = 12,
+    labels: Sequence[tuple[Bundle, Labels]] = (),
 ) -> ReportData:
     """Gather what the renderers need: summaries, the history trend, image comparisons."""
     groups = bench.groups()
@@ -99,21 +107,36 @@ def build_report(
         for name in dict.fromkeys(b.name for b in bench.bundles):
             keys = {(g.model, g.config_key) for g in groups if g.bundle_name == name and g.stats}
             trend += bundle_trend(store, name, keys)
+    work_dirs: dict[tuple[str, str, str], str] = {}
+    for run in bench.runs:
+        if run.result is not None and run.work_dir:
+            # A failing run's outputs are the ones worth looking at.
+            key = (run.serial, run.bundle_sha256, run.config_key)
+            if key not in work_dirs or run.status is RunStatus.FAIL:
+                work_dirs[key] = run.work_dir
     images: list[ImageComparison] = []
     if bundles:
         from edgepack.report.images import image_comparisons
 
-        work_dirs: dict[tuple[str, str, str], str] = {}
-        for run in bench.runs:
-            if run.result is not None and run.work_dir:
-                # A failing run's outputs are the ones worth looking at.
-                key = (run.serial, run.bundle_sha256, run.config_key)
-                if key not in work_dirs or run.status is RunStatus.FAIL:
-                    work_dirs[key] = run.work_dir
         images = image_comparisons(groups, {b.sha256: b for b in bundles}, work_dirs, max_images)
     return ReportData(bench, groups, regression, trend, images, now_iso(),
                       store.location if store is not None else None,
-                      _ep_checks(groups, bundles))
+                      _ep_checks(groups, bundles), _top_classes(groups, labels, work_dirs))
+
+
+def _top_classes(groups: Sequence[GroupSummary], labels: Sequence[tuple[Bundle, Labels]],
+                 work_dirs: dict[tuple[str, str, str], str]) -> list[GroupTop]:
+    from edgepack.labels import GroupTop, top_classes
+
+    by_sha = {bundle.sha256: (bundle, given) for bundle, given in labels}
+    tops = []
+    for g in groups:
+        work = work_dirs.get((g.serial, g.bundle_sha256, g.config_key))
+        if g.bundle_sha256 in by_sha and work:
+            bundle, given = by_sha[g.bundle_sha256]
+            tops.append(GroupTop(g.serial, g.bundle_name, g.bundle_sha256, g.config_key,
+                                 top_classes(bundle, given, Path(work))))
+    return tops
 
 
 def _ep_checks(groups: Sequence[GroupSummary], bundles: Sequence[Bundle]

@@ -102,6 +102,8 @@ def _group(data: ReportData, g: GroupSummary) -> dict[str, Any]:
         "warnings": g.warnings,
         "profile": [_op(op) for op in g.profile[: data.top_ops]],
         "regression": _comparison(comparison) if comparison else None,
+        # bench --labels: top-5 by name, host beside this device
+        "top_classes": to_jsonable(t.classes) if (t := data.top_of(g)) else None,
     }
 
 
@@ -163,6 +165,7 @@ def regression_document(report: RegressionReport) -> dict[str, Any]:
         "regressions": len(report.regressions),
         "unjudged": len(report.unjudged),
         "comparisons": [_comparison(c) for c in report.comparisons],
+        "notes": report.notes,
     }
 
 

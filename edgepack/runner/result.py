@@ -17,7 +17,11 @@ from edgepack.errors import EdgepackError, ExitCode
 
 RUNNER_SCHEMA = "edgepack-runner/1"
 
-EXECUTION_PROVIDERS = ("cpu", "xnnpack", "nnapi")
+# The native runner's providers, and the browser's (onnxruntime-web's backends, and ONNX.js):
+# one --ep option for both, each refused where it cannot run (`check_ep_place`).
+NATIVE_EPS = ("cpu", "xnnpack", "nnapi")
+BROWSER_EPS = ("wasm", "webgl", "webgpu", "onnxjs")
+EXECUTION_PROVIDERS = NATIVE_EPS + BROWSER_EPS
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 
 # What a result's peak RSS figures cover. The native runner's VmHWM is its whole process; the
@@ -35,6 +39,11 @@ RUNNER_EXIT_CODES = {
     6: "output_write",
 }
 
+# The error kind a virtual device's injected fault reports when it does not fit the model it
+# meets (`--runner-fault perturb:NODE:REL` and a model without NODE): the user's fault
+# configuration is wrong, not the device, so it is bad input (exit 2), reported as its message.
+FAULT_MISFIT_KIND = "fault_misfit"
+
 
 def parse_cpu_mask(text: str) -> frozenset[int]:
     """A taskset mask in hex ("f0" or "0xf0": CPUs 4-7) -> the CPU numbers it selects."""
@@ -46,6 +55,21 @@ def parse_cpu_mask(text: str) -> frozenset[int]:
             "CPUs 4-7 (often a big.LITTLE phone's big cores)"
         )
     return frozenset(i for i in range(value.bit_length()) if value >> i & 1)
+
+
+def check_ep_place(ep: str, browser: bool) -> None:
+    """A provider asked of the wrong kind of device fails before anything starts, exit 2.
+
+    `cpu` runs everywhere: in the browser it is onnxruntime-web's WASM backend, the CPU provider
+    of its WebAssembly build (ort-web itself takes "cpu" and "wasm" as one), so a bench over
+    host and browser compares like with like under the default --ep."""
+    if browser and ep in NATIVE_EPS and ep != "cpu":
+        raise EdgepackError(f"--ep {ep} runs in the native runner, not in a browser: choose one "
+                            f"of cpu, {', '.join(BROWSER_EPS)} for --device browser",
+                            ExitCode.BAD_INPUT)
+    if not browser and ep in BROWSER_EPS:
+        raise EdgepackError(f"--ep {ep} runs in a browser: pass --device browser",
+                            ExitCode.BAD_INPUT)
 
 
 @dataclass(frozen=True)
@@ -179,6 +203,8 @@ def parse_runner_output(stdout: str, exit_code: int, stderr: str = "") -> Runner
         )
     if doc.get("status") != "ok":
         err = doc.get("error") or {}
+        if err.get("kind") == FAULT_MISFIT_KIND:
+            raise EdgepackError(str(err.get("message", "")), ExitCode.BAD_INPUT)
         raise EdgepackError(
             f"runner failed ({err.get('kind', 'unknown')}): {err.get('message', 'no message')}",
             ExitCode.DEVICE,

@@ -5,13 +5,18 @@ multiplied by (1 + REL), every other node exact, as a phone with one faulty kern
 bundle on the device stays as pushed (its sha256 still matches): the runner-fault preload
 library (runnerfault.py) also interposes open/open64/openat/openat64/fopen/fopen64, and when a
 program named edgepack-runner opens a file named predict.onnx it runs this module's main()
-with this Python (MODE PATH CACHE), which writes the perturbed copy
-into the device's state directory and prints its path; the runner gets that file instead.
+with this Python and this edgepack (its directory on sys.path: the runner's working directory
+is the device's, and edgepack may be a checkout rather than installed), MODE PATH CACHE, which
+writes the perturbed copy into the device's state directory and prints its path; the runner
+gets that file instead. An emulated runner (qemu-user) starts the same x86 helper.
 
 onnxruntime resolves external data against the path it was asked to load, not the file it
 read, so the copy keeps pointing at init.bin beside the original predict.onnx: weights are never
-copied. A model without NODE makes the helper print one line and exit 2; the runner then fails
-to load its model, and a deploy reports that line.
+copied. A model without NODE (or whose NODE cannot be perturbed) is the user's fault
+configuration meeting a model it does not fit, which the device cannot know before a model comes:
+the helper prints a runner error document of kind FAULT_MISFIT_KIND ("--runner-fault perturb:
+node X is not in BUNDLE") and exits MISFIT_EXIT; the library writes that document as the
+runner's report and ends the runner, and the executor maps the kind to bad input (exit 2).
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ from typing import Any
 PREFIX = "perturb:"
 ENV_PYTHON = "EDGEPACK_VD_PERTURB_PYTHON"
 ENV_DIR = "EDGEPACK_VD_PERTURB_DIR"
+ENV_PATH = "EDGEPACK_VD_PERTURB_PATH"  # the directory holding this edgepack package
+MISFIT_EXIT = 3  # the helper's exit when the fault does not fit the model: its stdout is the
+# runner's report (C_SOURCE's perturbed_path); the runner's own model_load exit code
 
 
 @dataclass(frozen=True)
@@ -71,14 +79,16 @@ static __thread int in_perturb = 0;
 
 /* The perturbed copy of `path` when the runner opens a predict.onnx under the perturb fault:
    the helper's printed path in `out`, 1; 0 when the file is not one to perturb; -1 when the
-   helper failed (it said why on stderr). */
+   helper failed (it said why on stderr). When the fault does not fit the model (exit 3), the
+   helper's output is the runner's error report: it goes to stdout and the runner ends here. */
 static int perturbed_path(const char *path, char *out, size_t size) {
     if (!edgepack_vd_perturb_on || in_perturb || !path) return 0;
     if (strcmp(base_name(path), "predict.onnx") != 0) return 0;
     const char *python = getenv("EDGEPACK_VD_PERTURB_PYTHON");
     const char *dir = getenv("EDGEPACK_VD_PERTURB_DIR");
     const char *mode = getenv("EDGEPACK_VD_RUNNER_FAULT");
-    if (!python || !dir || !mode) return 0;
+    const char *package = getenv("EDGEPACK_VD_PERTURB_PATH");
+    if (!python || !dir || !mode || !package) return 0;
     in_perturb = 1;
     int fds[2];
     int result = -1;
@@ -87,10 +97,13 @@ static int perturbed_path(const char *path, char *out, size_t size) {
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_adddup2(&actions, fds[1], 1);
     posix_spawn_file_actions_addclose(&actions, fds[0]);
+    /* The runner's directory is the helper's: edgepack is imported from where the device's
+       own is, installed or not. */
     char *argv[] = {(char *)python, "-c",
-                    "import sys; from edgepack.devices.virtual.perturb import main; "
+                    "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+                    "from edgepack.devices.virtual.perturb import main; "
                     "sys.exit(main(sys.argv[1:]))",
-                    (char *)mode, (char *)path, (char *)dir, NULL};
+                    (char *)package, (char *)mode, (char *)path, (char *)dir, NULL};
     pid_t pid;
     int rc = posix_spawn(&pid, python, &actions, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&actions);
@@ -104,6 +117,16 @@ static int perturbed_path(const char *path, char *out, size_t size) {
         int status = 0;
         while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
         if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && got > 0) result = 1;
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 3 && got > 0) {
+            out[got++] = '\n';
+            for (size_t at = 0; at < got;) {
+                ssize_t w = write(edgepack_vd_report_fd >= 0 ? edgepack_vd_report_fd : 1,
+                                  out + at, got - at);
+                if (w <= 0 && errno != EINTR) break;
+                if (w > 0) at += (size_t)w;
+            }
+            _exit(3);
+        }
     }
     close(fds[0]);
     in_perturb = 0;
@@ -175,16 +198,17 @@ FILE *fopen64(const char *path, const char *fmode) {
 def environment(mark: Path) -> dict[str, str]:
     """What the perturb fault adds to a shell command's environment: the Python that makes the
     perturbed copies, and where it keeps them (the device's state directory, beside `mark`)."""
-    return {ENV_PYTHON: sys.executable, ENV_DIR: str(mark.parent / "perturbed")}
+    return {ENV_PYTHON: sys.executable, ENV_DIR: str(mark.parent / "perturbed"),
+            ENV_PATH: str(Path(__file__).resolve().parents[3])}
 
 
 class PerturbError(Exception):
     pass
 
 
-def perturb_model(model: Any, spec: Perturb) -> Any:
+def perturb_model(model: Any, spec: Perturb, where: str = "the model") -> Any:
     """`model` with NODE's first output multiplied by (1 + REL), the Mul placed right after
-    NODE so the graph stays in topological order."""
+    NODE so the graph stays in topological order. `where` names the model in errors."""
     import numpy as np
     import onnx
     from onnx import helper, numpy_helper
@@ -192,19 +216,23 @@ def perturb_model(model: Any, spec: Perturb) -> Any:
     graph = model.graph
     index = find_node(graph, spec.node)
     if index is None:
-        names = [n.name or f"{n.op_type}#{i}" for i, n in enumerate(graph.node)]
+        # Short: the message travels in the runner's report, which the library holds in 4 KB.
+        names = [(n.name or f"{n.op_type}#{i}")[:60] for i, n in enumerate(graph.node)]
         hint = f" (its nodes: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
-        raise PerturbError(f"perturb: the model has no node named {spec.node!r}{hint}")
+        raise PerturbError(f"--runner-fault perturb: node {spec.node!r} is not in "
+                           f"{where}{hint}")
     node = graph.node[index]
     if not node.output or not node.output[0]:
-        raise PerturbError(f"perturb: node {spec.node!r} has no output")
+        raise PerturbError(f"--runner-fault perturb: node {spec.node!r} of {where} has no "
+                           "output")
     target = node.output[0]
     elem = _elem_type(model, target)
     np_type = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
                onnx.TensorProto.FLOAT16: np.float16}.get(elem)
     if np_type is None:
-        raise PerturbError(f"perturb: node {spec.node!r}'s output {target!r} is not float32, "
-                           "float64 or float16; only those can be perturbed")
+        raise PerturbError(f"--runner-fault perturb: node {spec.node!r}'s output {target!r} in "
+                           f"{where} is not float32, float64 or float16; only those can be "
+                           "perturbed")
     raw = f"{target}.edgepack_unperturbed"
     factor = f"{target}.edgepack_perturb_factor"
     node.output[0] = raw
@@ -260,7 +288,8 @@ def perturbed_copy(mode: str, source: Path, cache: Path) -> Path:
         return target
     model = onnx.ModelProto()
     model.ParseFromString(data)
-    perturbed = perturb_model(model, spec)
+    # The bundle's name: the runner loads BUNDLE_DIR/predict.onnx.
+    perturbed = perturb_model(model, spec, f"bundle {source.parent.name}")
     staged = cache / f".{digest}.{os.getpid()}"
     staged.write_bytes(perturbed.SerializeToString())
     os.replace(staged, target)
@@ -274,7 +303,17 @@ def main(argv: list[str]) -> int:
     mode, source, cache = argv
     try:
         path = perturbed_copy(mode, Path(source), Path(cache))
-    except (PerturbError, ValueError) as exc:
+    except PerturbError as exc:
+        import json
+
+        from edgepack.runner.result import FAULT_MISFIT_KIND, RUNNER_SCHEMA
+
+        print(f"edgepack virtual device: {exc}", file=sys.stderr)
+        print(json.dumps({"schema": RUNNER_SCHEMA, "status": "error",
+                          "error": {"kind": FAULT_MISFIT_KIND, "message": str(exc)},
+                          "exit_code": MISFIT_EXIT}))
+        return MISFIT_EXIT
+    except ValueError as exc:
         print(f"edgepack virtual device: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

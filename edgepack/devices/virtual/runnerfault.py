@@ -63,6 +63,9 @@ static void say(const char *text) {
 }
 
 static int edgepack_vd_perturb_on; /* perturb.py's interposers read it */
+/* The runner's stdout as it started: its main() moves fd 1 to stderr and keeps the report's
+   channel on a dup, which a perturb fault that does not fit the model writes its report to. */
+static int edgepack_vd_report_fd = -1;
 
 __attribute__((constructor)) static void edgepack_vd_runner_fault(void) {
     const char *mode = getenv("EDGEPACK_VD_RUNNER_FAULT");
@@ -76,6 +79,7 @@ __attribute__((constructor)) static void edgepack_vd_runner_fault(void) {
     }
     if (strncmp(mode, "perturb:", 8) == 0) {
         edgepack_vd_perturb_on = 1;
+        edgepack_vd_report_fd = fcntl(1, F_DUPFD_CLOEXEC, 3);
         return;
     }
     if (strcmp(mode, "crash") == 0) {
