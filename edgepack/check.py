@@ -49,6 +49,11 @@ if TYPE_CHECKING:
 VERDICT_FULL = "runs fully"
 VERDICT_PARTIAL = "runs partly"
 VERDICT_NONE = "cannot"
+VERDICT_UNKNOWN = "unknown"  # a probed backend whose probe has not covered the model's operators
+
+# When `check` runs the browser probe: never, for the model's operators the cache lacks (the
+# CLI's default), or for every operator onnx has a node test for (`--probe`).
+PROBE_NONE, PROBE_MISSING, PROBE_ALL = "none", "missing", "all"
 
 # Symbolic dims a bundle does not pin get this value in the `--fix-dim` advice: most
 # such dims of a mobile model are a batch of one.
@@ -115,10 +120,18 @@ class EpReport:
     needs_fixed_dims: list[str]  # symbolic dims that block nodes on this EP
     if_fixed: Partitioning | None  # the same analysis with every dim fixed, when that differs
     source: str  # where the support data comes from
+    # A browser runtime that runs the whole graph on this backend or fails (no partitions):
+    # "cannot" as soon as one node is not taken, its count of taken nodes still reported.
+    whole_graph: bool = False
 
     @property
     def summary(self) -> str:
         p = self.partitioning
+        if self.whole_graph and self.verdict != VERDICT_FULL:
+            what = ("cannot tell" if self.verdict == VERDICT_UNKNOWN
+                    else "cannot run the model")
+            return (f"{what} (takes {p.supported_nodes} of {p.nodes} nodes; no partitions: "
+                    "a node it lacks fails the session)")
         if self.verdict == VERDICT_FULL:
             text = f"runs fully ({p.nodes} nodes, {p.partitions} partition(s))"
         elif self.verdict == VERDICT_PARTIAL:
@@ -187,7 +200,8 @@ class _Checker:
         self._producers = {out: node for node in graph.node for out in node.output}
 
     def _version(self, node: onnx.NodeProto) -> int | None:
-        return _op_version(node.domain or DEFAULT_DOMAIN, node.op_type, self._opsets)
+        return _rule_version(self._provider, node.domain or DEFAULT_DOMAIN, node.op_type,
+                             self._opsets)
 
     def is_op_supported(self, node: onnx.NodeProto) -> bool:
         producer = self._producers.get(node.input[0]) if node.input else None
@@ -210,10 +224,16 @@ def _partition(provider: Provider, model: onnx.ModelProto, fixed: bool,
     return uc.check_partitioning(model.graph, checker, fixed, provider.max_rank or 999), checker
 
 
+def default_eps() -> list[str]:
+    """What `check` looks at when no --ep is given: the native providers. The browser backends
+    are checked only when named (their lists need the runtime's package, or a browser probe)."""
+    return [name for name, p in PROVIDERS.items() if not p.web]
+
+
 def parse_check_eps(text: str | None) -> list[str]:
-    """`--ep cpu,nnapi` -> the providers to check; None: all of them."""
+    """`--ep cpu,nnapi` -> the providers to check; None: the native ones (`default_eps`)."""
     if text is None:
-        return list(PROVIDERS)
+        return default_eps()
     eps = [e.strip().lower() for e in text.split(",") if e.strip()]
     unknown = [e for e in eps if e not in PROVIDERS]
     if not eps or unknown:
@@ -226,19 +246,22 @@ def parse_check_eps(text: str | None) -> list[str]:
 # ---------------------------------------------------------------------------- the analysis
 
 
-def check_path(path: Path, eps: Sequence[str] | None = None) -> CheckReport:
-    """Check a model file or a bundle directory (see `check_bundle`)."""
+def check_path(path: Path, eps: Sequence[str] | None = None, probe: str = PROBE_NONE,
+               log: Any = None) -> CheckReport:
+    """Check a model file or a bundle directory (see `check_bundle`); `probe` says when a
+    probed browser backend (wasm) may run its probe in Chromium (PROBE_*)."""
     path = Path(path)
     if path.is_dir():
         from edgepack.bundle import load_bundle
 
-        return check_bundle(load_bundle(path, verify=False), eps)
+        return check_bundle(load_bundle(path, verify=False), eps, probe, log)
     if path.is_file():
-        return check_model(path, eps)
+        return check_model(path, eps, probe=probe, log=log)
     raise EdgepackError(f"{path}: no such model file or bundle directory", ExitCode.BAD_INPUT)
 
 
-def check_bundle(bundle: Bundle, eps: Sequence[str] | None = None) -> CheckReport:
+def check_bundle(bundle: Bundle, eps: Sequence[str] | None = None, probe: str = PROBE_NONE,
+                 log: Any = None) -> CheckReport:
     """A bundle's model, its symbolic dims sized by its first input set.
 
     The ONNX graph where the bundle keeps one (`--format onnx`; `both`, whose runner loads
@@ -254,7 +277,8 @@ def check_bundle(bundle: Bundle, eps: Sequence[str] | None = None) -> CheckRepor
                 pinned[(tensor.name, i)] = int(size)
     notes: list[str] = []
     if info.onnx_file is not None:
-        report = check_model(bundle.path / info.onnx_file, eps, pinned, bundle.name)
+        report = check_model(bundle.path / info.onnx_file, eps, pinned, bundle.name,
+                             probe=probe, log=log)
         if info.file != info.onnx_file:
             notes.append(f"checked {info.onnx_file}, the ONNX model the bundle keeps; the runner "
                          f"loads {info.file}, which `pack --format {info.format}` converted from "
@@ -323,11 +347,12 @@ def _save_as_onnx(ort_path: Path, out: Path) -> str | None:
 def check_model(model_path: Path, eps: Sequence[str] | None = None,
                 pinned: dict[tuple[str, int], int] | None = None,
                 bundle_name: str | None = None,
-                known_shapes: Sequence[onnx.ValueInfoProto] = ()) -> CheckReport:
+                known_shapes: Sequence[onnx.ValueInfoProto] = (), probe: str = PROBE_NONE,
+                log: Any = None) -> CheckReport:
     import onnx
     import onnxruntime as ort
 
-    eps = list(eps) if eps is not None else list(PROVIDERS)
+    eps = list(eps) if eps is not None else default_eps()
     for name in eps:
         if name not in PROVIDERS:
             raise EdgepackError(f"unknown execution provider {name!r}: choose from "
@@ -376,12 +401,20 @@ def check_model(model_path: Path, eps: Sequence[str] | None = None,
     for n in _all_nodes(model.graph):
         counts[op_key(n.domain, n.op_type)] += 1
         modes.setdefault(op_key(n.domain, n.op_type), set()).add(node_mode(n))
+    notes.extend(_run_probes(eps, set(counts), probe, log))
+    as_written = None
     reports: list[EpReport] = []
     for name in eps:
         provider = PROVIDERS[name]
         if provider.session:
             reports.append(_cpu_report(sum(counts.values()), cpu_error, missing, provider,
                                        ort.__version__))
+            continue
+        if provider.whole_graph:
+            if provider.as_written and as_written is None:
+                as_written, _ = _analyzed_model(model_path, False, known_shapes)
+            reports.append(_whole_graph_report(
+                provider, as_written if provider.as_written else analyzed, opsets))
             continue
         info, checker = _partition(provider, analyzed, provider.needs_fixed_shapes, opsets)
         part = _partitioning(info)
@@ -413,10 +446,15 @@ def check_model(model_path: Path, eps: Sequence[str] | None = None,
             if_fixed=if_fixed, source=provider.source,
         ))
 
+    written = [e.ep for e in reports if PROVIDERS[e.ep].as_written]
+    if written:
+        notes.append(f"{', '.join(written)}: the model as written, which is what those runtimes "
+                     "load (ONNX.js's engine never runs onnxruntime's optimizer)")
     operators = []
     for (domain, op_type), count in sorted(counts.items()):
         version = _op_version(domain, op_type, opsets)
-        support = {name: _op_support(PROVIDERS[name], domain, op_type, version,
+        support = {name: _op_support(PROVIDERS[name], domain, op_type,
+                                     _rule_version(PROVIDERS[name], domain, op_type, opsets),
                                      modes[(domain, op_type)], missing, cpu_error)
                    for name in eps}
         operators.append(OpUse(domain, op_type, version or 0, count, support))
@@ -446,6 +484,106 @@ def _all_nodes(graph: onnx.GraphProto) -> Any:
                 yield from _all_nodes(attr.g)
             for sub in attr.graphs:
                 yield from _all_nodes(sub)
+
+
+def _rule_version(provider: Provider, domain: str, op_type: str,
+                  opsets: dict[str, int]) -> int | None:
+    """The version a provider's rules are ranges of: the operator's, or for ONNX.js-style
+    tables the model's opset for the domain."""
+    if provider.versions_are_opsets:
+        return opsets.get(domain)
+    return _op_version(domain, op_type, opsets)
+
+
+def _run_probes(eps: Sequence[str], ops: set[OpKey], probe: str, log: Any) -> list[str]:
+    """Run the browser probe of each probed backend in `eps` as `probe` says; the notes."""
+    notes = []
+    for name in eps:
+        ep = PROVIDERS[name].probe_ep
+        if ep is None:
+            continue
+        from edgepack.web.probe import cache_path, load_cache
+        from edgepack.web.probe import probe as run_probe
+
+        cache = load_cache(ep)
+        lacking = sorted(k for k in ops if cache is None or op_name(k) not in cache.ops)
+        if probe == PROBE_ALL or (probe == PROBE_MISSING and lacking):
+            run_probe(ep, None if probe == PROBE_ALL else lacking,
+                      log=log or (lambda _: None))
+            notes.append(f"{name}: probed in Chromium now ("
+                         + ("every operator" if probe == PROBE_ALL else
+                            f"{len(lacking)} operator(s) of this model") + f"); cached in "
+                         f"{cache_path(ep)}")
+        elif lacking:
+            notes.append(f"{name}: the browser probe has not run yet for "
+                         f"{', '.join(op_name(k) for k in lacking)}: `edgepack check MODEL "
+                         f"--ep {name}` runs it (Chromium), `--probe` for every operator")
+        else:
+            notes.append(f"{name}: from the probe cached in {cache_path(ep)}")
+    return notes
+
+
+def _whole_graph_report(provider: Provider, model: onnx.ModelProto,
+                        opsets: dict[str, int]) -> EpReport:
+    """A runtime without partitions: every node taken, or the session fails."""
+    checker = _Checker(provider, model.graph, opsets)
+    lacking: Counter[str] = Counter()
+    unknown: set[str] = set()
+    taken = 0
+    too_wide = _wide_int64_constants(model) if provider.int32_constants else {}
+    for node in model.graph.node:
+        wide = [name for name in node.input if name in too_wide]
+        if wide:
+            lacking[f"{op_name(op_key(node.domain, node.op_type))} (its int64 input {wide[0]} "
+                    f"holds {too_wide[wide[0]]}, beyond 32 bits: the runtime reads int64 "
+                    "constants as 32-bit numbers and refuses the model)"] += 1
+            continue
+        if checker.is_op_supported(node):
+            taken += 1
+            continue
+        key = op_key(node.domain, node.op_type)
+        why = provider.support(node.domain, node.op_type,
+                               _rule_version(provider, key[0], node.op_type, opsets)).why
+        lacking[f"{op_name(key)} ({why})"] += 1
+        if why.startswith("not probed yet"):
+            unknown.add(op_name(key))
+    nodes = len(model.graph.node)
+    full = taken == nodes
+    part = Partitioning(nodes, taken, 1 if full and nodes else 0, [nodes] if full and nodes
+                        else [], sorted({k.split(" (")[0] for k in lacking}),
+                        sum(lacking.values()), 0, 0)
+    known_missing = set(part.unsupported_ops) - unknown
+    verdict = VERDICT_FULL if full else VERDICT_NONE if known_missing else VERDICT_UNKNOWN
+    reasons = [f"{count} node(s) of {what}" for what, count in sorted(lacking.items())]
+    if unknown:
+        reasons.append(f"not probed yet: {', '.join(sorted(unknown))}")
+    return EpReport(provider.name, verdict, part, reasons, list(checker.get_caveats()), [],
+                    None, provider.source, whole_graph=True)
+
+
+def _wide_int64_constants(model: onnx.ModelProto) -> dict[str, int]:
+    """Constant int64/uint64 tensors (initializers, Constant nodes) holding a value outside
+    int32 (uint32 for uint64), by name, with the first such value. Constants kept as external
+    data are not read (check never loads weights); index tensors that small stay inline."""
+    from onnx import TensorProto, numpy_helper
+
+    limits = {TensorProto.INT64: (-(2**31), 2**31 - 1), TensorProto.UINT64: (0, 2**32 - 1)}
+    tensors = [(t.name, t) for t in model.graph.initializer]
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            for attr in node.attribute:
+                if attr.name == "value" and attr.HasField("t"):
+                    tensors.append((node.output[0], attr.t))
+    wide: dict[str, int] = {}
+    for name, tensor in tensors:
+        span = limits.get(tensor.data_type)
+        if span is None or tensor.data_location == TensorProto.EXTERNAL:
+            continue
+        values = numpy_helper.to_array(tensor).reshape(-1)
+        outside = values[(values < span[0]) | (values > span[1])]
+        if outside.size:
+            wide[name] = int(outside[0])
+    return wide
 
 
 def _op_version(domain: str, op_type: str, opsets: dict[str, int]) -> int | None:

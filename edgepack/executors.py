@@ -39,7 +39,7 @@ from edgepack.devices.base import DeviceInfo
 from edgepack.errors import EdgepackError, ExitCode
 from edgepack.records import DeployResult, SetResult, Transfer
 from edgepack.runner.cache import RunnerBuild, find_runner
-from edgepack.runner.result import RunConfig, RunnerResult
+from edgepack.runner.result import RunConfig, RunnerResult, check_ep_place
 from edgepack.stats import latency_stats
 
 if TYPE_CHECKING:
@@ -210,6 +210,7 @@ class NativeExecutor:
     @contextmanager
     def prepare(self, bundle: Bundle, config: RunConfig,
                 listener: DeployListener | None = None) -> Iterator[LocalPrepared]:
+        check_ep_place(config.ep, browser=False)
         runner = self.runner or find_runner("host")
         if runner is None:
             raise EdgepackError(
@@ -227,6 +228,7 @@ class PythonExecutor:
     @contextmanager
     def prepare(self, bundle: Bundle, config: RunConfig,
                 listener: DeployListener | None = None) -> Iterator[LocalPrepared]:
+        check_ep_place(config.ep, browser=False)
         yield LocalPrepared(bundle, host_info(), "python", None, [], _python_run)
 
 
@@ -244,6 +246,7 @@ class HostExecutor:
         if self.engine not in ENGINES:
             raise EdgepackError(
                 f"--engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+        check_ep_place(config.ep, browser=False)
         runner = find_runner("host") if self.engine == "auto" else None
         if self.engine == "python" or (self.engine == "auto" and runner is None):
             with PythonExecutor().prepare(bundle, config, listener) as prepared:
@@ -268,6 +271,7 @@ class QemuExecutor:
                 listener: DeployListener | None = None) -> Iterator[LocalPrepared]:
         from edgepack.runner import qemu
 
+        check_ep_place(config.ep, browser=False)
         runner = self.runner or find_runner(QEMU_TARGET)
         if runner is None:
             raise EdgepackError(

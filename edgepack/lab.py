@@ -24,6 +24,9 @@
     serial = "R58M41XYZ"
     cpu_affinity = "f0"         # per device: big.LITTLE phones differ in where the big cores are
 
+    [[devices]]                 # the browser (headless Chromium, onnxruntime-web): no adb
+    serial = "browser"          # server, no cpu_affinity (Chromium's threads are not pinned)
+
     [[devices]]                 # ...or by selector: every attached device that matches
     model = "Pixel 7*"          # ro.product.model; shell-style wildcards, case-insensitive
     abi = "arm64-v8a"           # one of the device's ABIs
@@ -150,6 +153,8 @@ class SelectedDevice:
 
 
 _TOP_KEYS = ("defaults", "servers", "devices", "bundles")
+# The device name (--device, lab.toml's serial) of headless Chromium on this machine.
+BROWSER = "browser"
 _DEFAULT_KEYS = tuple(LabDefaults.__dataclass_fields__)
 _SERVER_KEYS = ("name", "address")
 _DEVICE_KEYS = ("serial", "model", "abi", "min_sdk", "server", "max", "cpu_affinity")
@@ -308,6 +313,11 @@ class _LabReader:
                                                                        "max")):
             extra = next(key for key in ("model", "abi", "min_sdk", "max") if key in t)
             raise self.fail((*k, extra), "give a serial or a selector, not both")
+        if strings["serial"] == BROWSER:
+            extra = next((key for key in ("server", "cpu_affinity") if key in t), None)
+            if extra is not None:
+                raise self.fail((*k, extra), f"the browser is this machine's Chromium: it has "
+                                f"no {extra}")
         server = strings["server"]
         if server is not None and server not in servers:
             known = ", ".join(servers) if servers else "none: add a [[servers]] table"
@@ -659,11 +669,13 @@ def inventory(
 
 
 def resolve_targets(settings: LabSettings) -> tuple[list[Target], list[str]]:
-    """--device (host, all, or SERIAL,SERIAL; `host` may be one of the list) and --lab -> the
-    bench's targets, each with its CPU mask, and notes about what was left out.
+    """--device (host, browser, all, or SERIAL,SERIAL; `host` and `browser` may be in the list)
+    and --lab -> the bench's targets, each with its CPU mask, and notes about what was left out.
 
-    Without --device, a lab's [[devices]] are used, else every attached device. A serial or
-    selector that finds no device becomes a target that fails, so the report names it.
+    Without --device, a lab's [[devices]] are used (`serial = "browser"` among them), else every
+    attached device. A serial or selector that finds no device becomes a target that fails, so
+    the report names it. A provider or a CPU mask that some chosen device cannot take fails here,
+    before anything runs (exit 2).
     """
     from edgepack.bench import device_target, host_target, missing_target
     from edgepack.devices.adb import AdbDevice
@@ -672,17 +684,27 @@ def resolve_targets(settings: LabSettings) -> tuple[list[Target], list[str]]:
     servers = lab.server_list() if lab else Lab(Path("-")).server_list()
     spec = settings.device.strip() if settings.device else None
     if spec is None and lab is not None and lab.devices:
-        found, notes = inventory(servers)
-        chosen, missing = select_devices(lab, found)
-        targets = [device_target(AdbDevice(c.info.serial, c.server.address),
-                                 cpu_affinity=settings.device_affinity(c.info, c.selector))
-                   for c in chosen]
-        return targets + [missing_target(m.name, m.reason) for m in missing], notes
+        adb = [s for s in lab.devices if s.serial != BROWSER]
+        browser = len(adb) < len(lab.devices)
+        _check_fit(settings, browser=browser, native=bool(adb))
+        targets: list[Target] = []
+        notes: list[str] = []
+        if adb:
+            found, notes = inventory(servers)
+            chosen, missing = select_devices(Lab(lab.path, lab.defaults, lab.servers, adb), found)
+            targets = [device_target(AdbDevice(c.info.serial, c.server.address),
+                                     cpu_affinity=settings.device_affinity(c.info, c.selector))
+                       for c in chosen]
+            targets += [missing_target(m.name, m.reason) for m in missing]
+        return targets + ([_browser_target()] if browser else []), notes
     names = [n.strip() for n in (spec or "all").split(",") if n.strip()]
     if not names:
-        raise EdgepackError("--device needs host, all, or a comma-separated list of serials")
-    if names == ["host"]:
-        return [host_target(engine)], []
+        raise EdgepackError("--device needs host, browser, all, or a comma-separated list of "
+                            "serials")
+    _check_fit(settings, browser=BROWSER in names, native=any(n != BROWSER for n in names))
+    local = {"host": lambda: host_target(engine), BROWSER: _browser_target}
+    if set(names) <= set(local):
+        return [local[name]() for name in dict.fromkeys(names)], []
     found, notes = inventory(servers, only=None if names == ["all"] else set(names))
     ready = [(server, info) for server, info in found if info.state == "device"]
     if names == ["all"]:
@@ -694,10 +716,10 @@ def resolve_targets(settings: LabSettings) -> tuple[list[Target], list[str]]:
                                  cpu_affinity=settings.device_affinity(info))
                    for server, info in ready]
         return targets, notes
-    targets: list[Target] = []
+    targets = []
     for name in dict.fromkeys(names):
-        if name == "host":
-            targets.append(host_target(engine))
+        if name in local:
+            targets.append(local[name]())
             continue
         match = next(((server, info) for server, info in found if info.serial == name), None)
         if match is None or match[1].state != "device":
@@ -709,3 +731,33 @@ def resolve_targets(settings: LabSettings) -> tuple[list[Target], list[str]]:
             targets.append(device_target(AdbDevice(name, match[0].address),
                                          cpu_affinity=settings.device_affinity(match[1])))
     return targets, notes
+
+
+def _browser_target() -> Target:
+    from edgepack.web.executor import browser_target
+
+    return browser_target()
+
+
+def _check_fit(settings: LabSettings, *, browser: bool, native: bool) -> None:
+    """Every provider the sweep (or a bundle's own) asks for must run on every device chosen,
+    and the browser takes no CPU mask: said once, before any run, rather than as one failed run
+    per device and configuration."""
+    from edgepack.runner.result import BROWSER_EPS, NATIVE_EPS
+
+    p = settings.params
+    eps = dict.fromkeys([*p.eps, *(e for _, own in p.bundle_eps for e in own)])
+    if browser:
+        bad = [e for e in eps if e in NATIVE_EPS and e != "cpu"]
+        if bad:
+            raise EdgepackError(f"--ep {bad[0]} runs in the native runner, not in the browser: "
+                                f"the browser takes cpu, {', '.join(BROWSER_EPS)}")
+        if p.cpu_affinity:
+            raise EdgepackError(f"cpu affinity {p.cpu_affinity} pins the native runner; "
+                                "Chromium's threads are not pinned: leave the mask out when "
+                                "the browser is among the devices (lab.toml: give it per device)")
+    if native:
+        bad = [e for e in eps if e in BROWSER_EPS]
+        if bad:
+            raise EdgepackError(f"--ep {bad[0]} runs in a browser: pass --device browser "
+                                "(beside other devices, use --ep cpu: the browser's is wasm)")

@@ -42,7 +42,7 @@ if [ "$dev" = 1 ]; then
     qemu-user                                    # qemu-aarch64 runs the linux-aarch64 runner
     gcc-aarch64-linux-gnu libc6-dev-arm64-cross  # the linux-aarch64 runner, and its libc
     clang libclang-rt-14-dev                     # libFuzzer (bench/fuzz_tensorproto.sh)
-    chromium                                     # renders report.html in a test
+    chromium                                     # the browser device; renders report.html
     git binutils util-linux                      # git ls-files, readelf, unshare and mount
     postgresql                                   # the PostgreSQL history's tests start one
   )
@@ -70,8 +70,13 @@ if ! "$PY" -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2
   echo "setup: installing torch==2.13.0 (CPU)"
   "$PY" -m pip install -q torch==2.13.0
 fi
-# postgres: the psycopg driver, for a lab's shared history (--db postgresql://...).
-extras="torch,postgres"
-[ "$dev" = 1 ] && extras="torch,postgres,dev"
+# postgres: the psycopg driver, for a lab's shared history (--db postgresql://...); browser:
+# Playwright, which drives the system's Chromium for `--device browser`.
+extras="torch,postgres,browser"
+[ "$dev" = 1 ] && extras="torch,postgres,browser,dev"
 "$PY" -m pip install -q -e ".[${extras}]"
+if [ "$dev" = 1 ]; then
+  # The browser device's runtimes (pinned npm packages), fetched once so no test downloads.
+  "$PY" -m edgepack runner fetch-web >/dev/null
+fi
 echo "setup: done ($("$PY" -m edgepack --version))"

@@ -22,7 +22,11 @@ def check(
                                            show_default=False)],
     ep: Annotated[str | None, typer.Option(
         "--ep", help=f"Providers to check, a comma list of {', '.join(PROVIDERS)} "
-                     "(default: all).")] = None,
+                     "(default: the native ones; the browser's wasm, webgl, webgpu and onnxjs "
+                     "only when named).")] = None,
+    probe: Annotated[bool, typer.Option(
+        "--probe", help="Probe every operator on the browser's WASM backend now (Chromium; "
+                        "once per runtime version), not only the model's.")] = False,
     write_config: Annotated[Path | None, typer.Option(
         "--write-config", help="Write the required_operators.config of a reduced onnxruntime "
                                "build here.")] = None,
@@ -33,13 +37,15 @@ def check(
     required_operators.config; the --fix-dim options NNAPI and CoreML need.
 
     A static prediction from onnxruntime's own tables: `deploy`/`bench --profile` report what
-    ran where on a device. Exit 0 whatever the verdicts; 2 for an unreadable model or an
-    unknown provider."""
-    from edgepack.check import check_path, parse_check_eps
+    ran where on a device. The browser backends (wasm, webgl, webgpu, onnxjs) are checked when
+    --ep names them; wasm's list is a probe run in Chromium for the operators not probed yet.
+    Exit 0 whatever the verdicts; 2 for an unreadable model or an unknown provider; 3 when the
+    probe cannot run (no Chromium)."""
+    from edgepack.check import PROBE_ALL, PROBE_MISSING, check_path, parse_check_eps
     from edgepack.check import write_config as write
 
     eps = parse_check_eps(ep)
-    report = check_path(target, eps)
+    report = check_path(target, eps, PROBE_ALL if probe else PROBE_MISSING, note)
     if write_config is not None:
         write(report, write_config)
         note(f"wrote {write_config}")
@@ -72,9 +78,10 @@ def _render(report: CheckReport) -> None:
                       *cells)
     out.print(table)
     for e in report.eps:
-        colour = {"runs fully": "green", "runs partly": "yellow"}.get(e.verdict, "red")
+        colour = {"runs fully": "green", "runs partly": "yellow",
+                  "unknown": "yellow"}.get(e.verdict, "red")
         out.print(f"[{colour}]{e.ep}[/{colour}]: {escape(e.summary)}")
-        if e.partitioning.partition_sizes and e.ep != "cpu":
+        if e.partitioning.partition_sizes and e.ep != "cpu" and not e.whole_graph:
             out.print(f"  partition sizes: {e.partitioning.partition_sizes}")
         for reason in e.reasons:
             out.print(f"  {escape(reason)}")

@@ -147,7 +147,8 @@ class _RichListener:
 def deploy(
     bundle: Annotated[Path, typer.Argument(help="A bundle directory (from `edgepack pack`).")],
     device: Annotated[str | None, typer.Option(
-        "--device", help="Serial (default: ANDROID_SERIAL, else the only device connected).")
+        "--device", help="Serial (default: ANDROID_SERIAL, else the only device connected), "
+        "or browser: headless Chromium on this machine (onnxruntime-web, ONNX.js).")
     ] = None,
     warmup: WarmupOpt = 1,
     iterations: IterationsOpt = 10,
@@ -189,7 +190,7 @@ def deploy(
     from edgepack.deploy import deploy as run_deploy
     from edgepack.devices.adb import resolve_device
     from edgepack.errors import ExitCode
-    from edgepack.runner.result import RunConfig
+    from edgepack.runner.result import RunConfig, check_ep_place
 
     config = RunConfig(warmup=warmup, iterations=iterations, min_seconds=min_seconds,
                        threads=threads, ep=ep, nnapi_fp16=nnapi_fp16,
@@ -201,17 +202,29 @@ def deploy(
         get_target(runner_target)
     from edgepack.outputs_dir import OutputRequest, after_run, before_run
 
+    browser = device == "browser"
+    # Before any device is looked for: --ep wasm without --device browser is the user's slip.
+    check_ep_place(ep, browser=browser)
+    if browser:
+        _browser_options(runner_target=runner_target, keep=keep, break_lock=break_lock,
+                         adb_server=server)
     b = load_bundle(bundle)
     request = OutputRequest(outputs, force, labels, save_images)
     names = before_run(b, request)
-    target = resolve_device(device, _server(server))
+    target = None if browser else resolve_device(device, _server(server))
     listener = _RichListener(quiet=json_out or not sys.stderr.isatty())
     with profile_dir(profile or request.needs_outputs, outputs) as work_dir:
         options = DeployOptions(runner_target=runner_target, keep=keep, break_lock=break_lock,
                                 work_dir=Path(work_dir) if work_dir else None)
-        result = ep_checked(placement_noted(run_deploy(b, target, config, options, listener)))
+        if target is None:
+            from edgepack.web.executor import deploy_browser
+
+            ran = deploy_browser(b, config, options.work_dir, listener)
+        else:
+            ran = run_deploy(b, target, config, options, listener)
+        result = ep_checked(placement_noted(ran))
         result = after_run(b, result, work_dir, request, names)
-    if not json_out:
+    if not json_out and not browser:
         t = result.transfer
         note(f"pushed {t.files_pushed} file(s), {size(t.bytes_pushed)} in {t.push_s:.2f} s; "
              f"{t.files_skipped} unchanged file(s) ({size(t.bytes_skipped)}) already on the device")
@@ -219,6 +232,16 @@ def deploy(
     strict_ep_failure(result, strict_ep)
     if not result.passed:
         raise typer.Exit(int(ExitCode.MISMATCH))
+
+
+def _browser_options(**given: object) -> None:
+    """Options of an adb device given with --device browser: refused, not silently ignored."""
+    from edgepack.errors import EdgepackError
+
+    for name, value in given.items():
+        if value:
+            raise EdgepackError(f"--{name.replace('_', '-')} is for adb devices; the browser is "
+                                "this machine's headless Chromium")
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""`edgepack runner build` and `edgepack runner list`: the native runner in the cache."""
+"""`edgepack runner build`, `runner list` and `runner fetch-web`: the native runner, and the
+browser's JavaScript runtimes, in the cache."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ runner_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(runner_app, name="runner")
+
+
+def _silent(_: str) -> None:
+    pass
 
 
 
@@ -112,3 +117,18 @@ def list_(json_out: JsonOpt = False) -> None:
                       f">= {b.requires_glibc}" if b.requires_glibc else "-", b.id,
                       size(b.total_bytes), shown, status)
     console().print(table)
+
+
+@runner_app.command("fetch-web")
+def fetch_web(json_out: JsonOpt = False) -> None:
+    """Fetch the browser device's JavaScript runtimes (onnxruntime-web, ONNX.js) into the cache:
+    pinned versions from the npm registry, sha256-checked, so no later run needs the network."""
+    from edgepack.web.runtime import PINS, fetch_all
+
+    runtimes = fetch_all(_silent if json_out else note)
+    if json_out:
+        emit_json([{"name": r.name, "version": r.version, "sha256": PINS[r.name].sha256,
+                    "directory": str(r.root)} for r in runtimes])
+        return
+    for r in runtimes:
+        console().print(f"{r.name} {r.version}: {r.root}", markup=False)

@@ -60,11 +60,13 @@ def render_html(data: ReportData) -> str:
         + "</div>",
         _devices(data),
         _results(data),
+        _browsers(data),
         _distributions(data),
         _ab_rounds(data),
         _trend(data),
         _regressions(data),
         _outputs(data),
+        _top_classes(data),
         _images(data.images),
         _state(data),
         _providers(data),
@@ -141,7 +143,7 @@ def _results(data: ReportData) -> str:
             f"{UNSTABLE_SPREAD * 100:g} % is unstable; outliers: iterations "
             f"{escape(OUTLIER_RULE)} of their repeat; drift: the repeats' medians max / min - 1, "
             f"drifting when over {DRIFT_THRESHOLD * 100:g} % and over the repeats' own IQR / "
-            "median; the other figures pool every repeat</p>"
+            "median; the other figures pool every repeat"
             + "; validity: valid, semivalid (real figures, moved conditions) or invalid (no "
             "verdict rests on them), the reasons below</p>"
             + _table(["device", "model", "bundle", "config", "outcome", "validity", "runs", "n",
@@ -149,6 +151,47 @@ def _results(data: ReportData) -> str:
                       "IQR / median", "outliers", "drift", "load", "first", "peak MB", "EP"],
                      rows, set(range(6, 23)))
             + _validity_reasons(data))
+
+
+def _browsers(data: ReportData) -> str:
+    """What a browser run has that a runner's has not, beside the phone's rows rather than
+    folded into them: the JS runtime and its backend (`--ep cpu` is onnxruntime-web's wasm),
+    the threads it ran, the JS heap, and the renderer's peak RSS (not Chromium's whole tree)."""
+    from edgepack.web.executor import ENGINE as BROWSER_ENGINE
+
+    rows = []
+    for g in data.groups:
+        runners = [s.runner for r in data.bench.runs
+                   if (r.serial, r.bundle_sha256, r.config_key)
+                   == (g.serial, g.bundle_sha256, g.config_key) and r.result is not None
+                   for s in r.result.sets]
+        runners = [x for x in runners if x.engine == BROWSER_ENGINE]
+        if not runners:
+            continue
+        heaps = [x.extra.get("js_heap_bytes") for x in runners]
+        heap = max((h for h in heaps if isinstance(h, int)), default=None)
+        rss = max((x.peak_rss_kb_end for x in runners if x.peak_rss_kb_end), default=None)
+        backends = dict.fromkeys(str(x.extra.get("web_ep", x.ep_used)) for x in runners)
+        rows.append([
+            escape(g.serial), escape(g.bundle_name), f"<code>{escape(g.config_key)}</code>",
+            escape(runners[0].runner_version), escape(", ".join(backends)),
+            escape(runners[0].threads_text()),
+            fmt_ms(g.session_create_ms), fmt_ms(g.first_inference_ms),
+            fmt_ms(g.stats.median_ms if g.stats else None),
+            f"{heap / 2**20:.1f}" if heap is not None else "-",
+            f"{rss / 1024:.1f}" if rss is not None else "-",
+        ])
+    if not rows:
+        return ""
+    return ("<h2>In the browser</h2><p class='muted'>headless Chromium on this machine; timed "
+            "by performance.now() in the page; session create and first inference: medians "
+            "over repeats; JS heap: performance.memory's used JS heap after the run (V8's "
+            "heap; the WASM memory shows in the renderer's RSS, not here); renderer RSS: the "
+            "page's renderer process's peak (VmHWM), the figure to set beside a phone's runner "
+            "RSS</p>"
+            + _table(["device", "bundle", "config", "runtime", "backend", "threads",
+                      "session create ms", "first ms", "median ms", "JS heap MB",
+                      "renderer peak RSS MB"], rows, set(range(6, 11))))
 
 
 def _validity(v: Validity) -> str:
@@ -321,6 +364,34 @@ def _outputs(data: ReportData) -> str:
         ["device", "bundle", "config", "set", "output", "shape", "verdict", "max abs",
          "max rel", "mean abs", "cosine", "SNR dB", "top-1", "rtol / atol"], rows,
         set(range(7, 13)))
+
+
+def _top_classes(data: ReportData) -> str:
+    """bench --labels: per device, each class-score row's top-5 by name, host beside device;
+    a device class that is not the host's at that rank is marked."""
+    parts = []
+    for top in data.top_classes:
+        for t in top.classes:
+            agree = _outcome("pass" if t.top1_agrees else "fail")
+            parts.append(f"<p>{escape(top.serial)} {escape(top.bundle_name)} "
+                         f"<code>{escape(top.config_key)}</code> set {t.set_index} output "
+                         f"<code>{escape(t.output)}</code> row {t.row}: top-1 {agree}</p>")
+            rows = []
+            for rank in range(max(len(t.host), len(t.device))):
+                h = t.host[rank] if rank < len(t.host) else None
+                d = t.device[rank] if rank < len(t.device) else None
+                same = h is not None and d is not None and h.index == d.index
+                rows.append([
+                    str(rank + 1),
+                    escape(h.label) if h else "", fmt_metric(h.score) if h else "",
+                    (escape(d.label) if same else f"<b class='fail'>{escape(d.label)}</b>")
+                    if d else "<span class='muted'>missing</span>",
+                    fmt_metric(d.score) if d else ""])
+            parts.append(_table(["rank", "host", "score", f"device {top.serial}",
+                                 "score"], rows, {2, 4}))
+    if not parts:
+        return ""
+    return "<h2>Top classes (--labels)</h2>" + "".join(parts)
 
 
 def _images(images: list[ImageComparison]) -> str:

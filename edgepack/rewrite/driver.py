@@ -21,10 +21,12 @@ import numpy as np
 from edgepack.bundle.schema import Rewrite, RuleRun, TensorSpec, Tolerance
 from edgepack.errors import EdgepackError, ExitCode, short
 from edgepack.rewrite import (
+    depth_to_space,
     folding,
     functions,
     inference,
     norm,
+    opset,
     pad,
     resize,
     softmax,
@@ -40,8 +42,12 @@ if TYPE_CHECKING:
 # In the order they are tried: folding before anything that might read a folded constant,
 # specific decompositions before the generic function body (InstanceNormalization has none,
 # but a decomposition written for a target beats a schema's general body).
-RULES: list[NodeRule | ModelRule] = [*functions.LOCAL_RULES, *folding.RULES, *norm.RULES,
+# The opset rule goes before Upsample->Resize: a target that has Upsample at another opset
+# (ONNX.js: 7-8) takes the model converted there rather than a Resize it may lack.
+RULES: list[NodeRule | ModelRule] = [*opset.RULES, *functions.LOCAL_RULES, *folding.RULES,
+                                     *norm.RULES,
                                      *pad.RULES, *resize.RULES, *variadic.RULES,
+                                     *depth_to_space.RULES,
                                      *inference.RULES, *softmax.RULES, *functions.RULES]
 MAX_PASSES = 64
 MAX_GROWTH = 64  # nodes after at most this many times the nodes before (plus a margin)
@@ -62,6 +68,12 @@ def transform_model(model: Any, allowed: OpsAllowed | None, fixes: list[FixDim],
         fix_dims(model, fixes)
     runs: dict[tuple[str, str], int] = {}
     if allowed is not None:
+        if allowed.int32_constants:
+            from edgepack.rewrite import int32
+
+            clamped = int32.clamp_slice_bounds(model)
+            if clamped:
+                runs[(int32.NAME, "Slice")] = clamped
         model = rewrite_graph(model, allowed, runs, RULES if rules is None else rules)
         _check_opsets(model, allowed, runs)
     record = Rewrite(
@@ -84,10 +96,11 @@ def rewrite_graph(model: Any, allowed: OpsAllowed, runs: dict[tuple[str, str], i
     start = len(model.graph.node)
     for _ in range(MAX_PASSES):
         _refuse_subgraphs(model, allowed)
-        bad = [n for n in model.graph.node if not allowed.allows(n)]
+        opsets = _opsets(model)
+        bad = [n for n in model.graph.node if not allowed.allows(n, opsets)]
         if not bad:
             return model
-        converted = _model_rules(model, bad, rules, runs)
+        converted = _model_rules(model, bad, rules, runs, allowed)
         if converted is not None:
             model = converted
             continue
@@ -96,7 +109,7 @@ def rewrite_graph(model: Any, allowed: OpsAllowed, runs: dict[tuple[str, str], i
         added: list[Any] = []
         stuck: list[Any] = []
         for n in model.graph.node:
-            if allowed.allows(n):
+            if allowed.allows(n, opsets):
                 kept.append(n)
                 continue
             done = _best(n, ctx, rules, allowed, runs)
@@ -136,7 +149,7 @@ def _best(n: Any, ctx: Context, rules: list[NodeRule | ModelRule], allowed: OpsA
         done = rule.rewrite(n, ctx)
         if done is None:
             continue
-        if all(allowed.allows(m) for m in done.nodes):
+        if all(allowed.allows(m, ctx.opsets) for m in done.nodes):
             first = (rule.name, done)
             break
         if first is None:
@@ -149,14 +162,14 @@ def _best(n: Any, ctx: Context, rules: list[NodeRule | ModelRule], allowed: OpsA
 
 
 def _model_rules(model: Any, bad: list[Any], rules: list[NodeRule | ModelRule],
-                 runs: dict[tuple[str, str], int]) -> Any | None:
+                 runs: dict[tuple[str, str], int], allowed: OpsAllowed) -> Any | None:
     for rule in rules:
         if not isinstance(rule, ModelRule):
             continue
-        hits = [n for n in bad if rule.hits(n, model)]
+        hits = [n for n in bad if rule.hits(n, model, allowed)]
         if not hits:
             continue
-        converted = rule.rewrite(model)
+        converted = rule.apply(model, allowed)
         if converted is not None:
             for n in hits:
                 key = (rule.name, op_label(key_of(n)))
@@ -186,9 +199,11 @@ def _summary(runs: dict[tuple[str, str], int]) -> str:
 def _refuse_subgraphs(model: Any, allowed: OpsAllowed) -> None:
     import onnx
 
+    opsets = _opsets(model)
+
     def visit(graph: Any, owner: str) -> None:
         for n in graph.node:
-            if owner and not allowed.allows(n):
+            if owner and not allowed.allows(n, opsets):
                 raise EdgepackError(
                     f"--ops-allowed {allowed.source}: {op_label(key_of(n))} inside the "
                     f"subgraph of {owner!r} is not allowed, and edgepack rewrites the main "
@@ -215,6 +230,12 @@ def _check_opsets(model: Any, allowed: OpsAllowed, runs: dict[tuple[str, str], i
                 + ("rewritten " if runs else "") + f"model is at opset {o.version}"
                 + (f" (rewritten: {_summary(runs)})" if runs else "")
                 + f"; add {o.version} to that line if the build has its kernels")
+
+
+def _opsets(model: Any) -> dict[str, int]:
+    """domain -> opset, the default domain as "" (as a node's `domain` spells it)."""
+    return {("" if o.domain == "ai.onnx" else o.domain): int(o.version)
+            for o in model.opset_import}
 
 
 def _opset(model: Any) -> int:

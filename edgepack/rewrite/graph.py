@@ -32,17 +32,26 @@ class NodeRule:
 
 @dataclass(frozen=True)
 class ModelRule:
-    """Rewrites the whole model at once (an opset conversion); returns None where it cannot."""
+    """Rewrites the whole model at once (an opset conversion); returns None where it cannot.
+
+    A rule `for_target` is also handed the target's OpsAllowed: `matches(node, model, allowed)`
+    and `rewrite(model, allowed)` (the opset it converts to depends on the target's ranges)."""
 
     name: str
     ops: frozenset[OpKey] | None  # None: `matches` says which nodes it rewrites
-    rewrite: Callable[[Any], Any | None]
-    matches: Callable[[Any, Any], bool] | None = None  # (node, model) -> bool
+    rewrite: Callable[..., Any | None]
+    matches: Callable[..., bool] | None = None  # (node, model[, allowed]) -> bool
+    for_target: bool = False
 
-    def hits(self, n: Any, model: Any) -> bool:
+    def hits(self, n: Any, model: Any, allowed: Any = None) -> bool:
         if self.ops is not None:
             return key_of(n) in self.ops
-        return self.matches is not None and self.matches(n, model)
+        if self.matches is None:
+            return False
+        return self.matches(n, model, allowed) if self.for_target else self.matches(n, model)
+
+    def apply(self, model: Any, allowed: Any = None) -> Any | None:
+        return self.rewrite(model, allowed) if self.for_target else self.rewrite(model)
 
 
 class Context:

@@ -45,6 +45,13 @@ class OpsAllowed:
     # A provider's operator versions with a kernel, per operator (absent: every version); what
     # `allows_op` answers with a version, as `edgepack check` does per operator.
     versions: dict[OpKey, tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    # A browser runtime's kernels per operator as ranges of the MODEL's opset for the domain
+    # (ONNX.js's resolver): unlike an operator's version, a rule can change that (the opset
+    # rule converts the model), so `allows` checks it when given the model's opsets.
+    opset_versions: dict[OpKey, tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    # The target reads int64 constants as 32-bit numbers (ONNX.js's engine): Slice bounds
+    # beyond 32 bits are clamped (rewrite/int32.py).
+    int32_constants: bool = False
 
     def allows_op(self, domain: str, op_type: str, version: int | None = None) -> bool:
         key = op_key(domain, op_type)
@@ -54,13 +61,22 @@ class OpsAllowed:
         return version is None or spans is None or any(lo <= version <= hi
                                                        for lo, hi in spans)
 
-    def allows(self, node: Any) -> bool:
+    def allows(self, node: Any, opsets: dict[str, int] | None = None) -> bool:
+        """Does the target take `node`; with the model's `opsets` (domain -> version, the
+        default domain as ""), also at that opset."""
         key = op_key(node.domain, node.op_type)
         if key not in self.ops:
+            return False
+        if opsets is not None and not self.allows_at(key, opsets.get(node.domain or "")):
             return False
         if key in self.modes:
             return node_mode(node) in self.modes[key]
         return True
+
+
+    def allows_at(self, key: OpKey, opset: int | None) -> bool:
+        spans = self.opset_versions.get(key)
+        return spans is None or opset is None or any(lo <= opset <= hi for lo, hi in spans)
 
 
 # ---------------------------------------------------------------------------- providers
@@ -73,6 +89,8 @@ def _from_provider(name: str) -> OpsAllowed:
 
     Not checked per node, because no rewrite rule could change them: the operator version a
     kernel starts at (the model's opset decides it; `check` reports it) and where a node stands.
+    A browser runtime's ranges of the model's opset (ONNX.js: Upsample at 7-8) are checked, as
+    `opset_versions`: the opset rule converts the model to an opset they all take.
     So XNNPACK's Relu and Clip, which it runs only fused into a preceding Conv, MaxPool or
     AveragePool, are allowed: a rule never moves an activation away from its producer, no rule
     could turn a lone Relu into anything XNNPACK has, and refusing them would refuse Conv+Relu,
@@ -84,11 +102,21 @@ def _from_provider(name: str) -> OpsAllowed:
             f"({', '.join(PROVIDERS)}); pass a required_operators.config "
             "(`domain;opset;Op1,Op2` lines) instead"
         )
+    from edgepack.providers import LATEST
+
+    if provider.probe_ep is not None:
+        from edgepack.web.probe import require_probe
+
+        require_probe(provider.probe_ep)  # an unprobed list would refuse every operator
     rules = provider.ops()
+    spans = {k: r.versions for k, r in rules.items()}
     return OpsAllowed(
         name, frozenset(rules),
         modes={k: r.modes for k, r in rules.items() if r.modes is not None},
-        versions={k: r.versions for k, r in rules.items()},
+        versions={} if provider.versions_are_opsets else spans,
+        opset_versions={k: v for k, v in spans.items() if v != ((1, LATEST),)}
+        if provider.versions_are_opsets else {},
+        int32_constants=provider.int32_constants,
     )
 
 

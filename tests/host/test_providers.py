@@ -127,7 +127,7 @@ def test_both_commands_name_the_same_providers(tmp_path):
     check = run_cli("check", model, "--ep", "tpu9000")
     pack = run_cli("pack", model, "-o", tmp_path / "b", "--ops-allowed", "tpu9000")
     assert check.code == pack.code == 2
-    listed = "cpu, xnnpack, nnapi, coreml"
+    listed = "cpu, xnnpack, nnapi, coreml, wasm, webgl, webgpu, onnxjs"
     assert f"choose from {listed}" in check.stderr
     assert f"({listed})" in pack.stderr
     assert listed in " ".join(run_cli("check", "--help").stdout.split())

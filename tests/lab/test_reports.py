@@ -141,6 +141,26 @@ def test_report_html_is_self_contained(lab_report):
         "http://www.w3.org/2000/svg", "")]
     assert external == []
     assert "\x1b" not in paths[1].read_text()  # the colour codes were kept out of the XML
+    # Every paragraph closed once: a stray </p> once left half a sentence outside its note.
+    from html.parser import HTMLParser
+
+    class Paragraphs(HTMLParser):
+        open = 0
+        unmatched = 0
+
+        def handle_starttag(self, tag, attrs):
+            self.open += tag == "p"
+
+        def handle_endtag(self, tag):
+            if tag == "p":
+                if self.open:
+                    self.open -= 1
+                else:
+                    self.unmatched += 1
+
+    parser = Paragraphs()
+    parser.feed(html)
+    assert parser.unmatched == 0
 
 
 def test_images_show_host_device_and_difference():

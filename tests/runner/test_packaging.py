@@ -49,6 +49,15 @@ def test_the_wheel_carries_the_runner_sources(wheel):
     assert not any("fuzz" in n for n in names)
 
 
+def test_the_wheel_carries_the_browser_page(wheel):
+    """`--device browser` serves its harness from the installed package: a wheel without it
+    could not run anything in a browser."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    page = {f"edgepack/web/page/{p.name}" for p in (REPO / "edgepack/web/page").iterdir()
+            if p.is_file()}
+    assert "edgepack/web/page/index.html" in page and page <= names
+
+
 def test_an_installed_edgepack_builds_the_host_runner(wheel, host_runner, tmp_path):
     """Install the wheel on its own (its dependencies are this interpreter's), away from the
     checkout, and build: the runner comes out identical to the checkout's build."""
