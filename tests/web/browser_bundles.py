@@ -29,6 +29,16 @@ def need_browser() -> None:
 
 
 @pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium (and its server) for a test module's direct Browser.run calls."""
+    from edgepack.web.browser import open_browser
+
+    need_browser()
+    with open_browser() as opened:
+        yield opened
+
+
+@pytest.fixture(scope="module")
 def conv_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """onnx's pytorch-converted Conv2d (IR 3, opset 6) with its own input set."""
     case = onnx_test_data() / "pytorch-converted" / "test_Conv2d"

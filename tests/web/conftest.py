@@ -8,4 +8,4 @@ from tests.devices.conftest import (  # noqa: F401 - fixtures
     virtual_devices,
 )
 from tests.lab.conftest import host_runner  # noqa: F401 - fixture
-from tests.web.browser_bundles import conv_bundle, erf_bundle  # noqa: F401 - fixtures
+from tests.web.browser_bundles import browser, conv_bundle, erf_bundle  # noqa: F401 - fixtures

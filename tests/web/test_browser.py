@@ -10,7 +10,6 @@ import os
 import signal
 import threading
 import time
-from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,6 @@ from edgepack.web.browser import (
     open_browser,
     renderer_pids,
 )
-from tests.conftest import unavailable
 
 
 def _save(model: onnx.ModelProto, path: Path) -> Path:
@@ -38,14 +36,6 @@ def _host(model: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     import onnxruntime as ort
 
     return ort.InferenceSession(str(model)).run(None, feeds)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path("/usr/bin/chromium").exists() and not os.environ.get("EDGEPACK_CHROMIUM"):
-        unavailable("no Chromium (apt-get install chromium)")
-    with ExitStack() as stack:
-        yield stack.enter_context(open_browser())
 
 
 @pytest.fixture(scope="module")

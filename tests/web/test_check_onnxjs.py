@@ -5,8 +5,6 @@ runs. Small inputs (1x3x32x32) so the module takes seconds."""
 
 from __future__ import annotations
 
-import os
-from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -14,17 +12,9 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
-from edgepack.web.browser import WebRunError, open_browser
-from tests.conftest import EXAMPLES, run_cli, unavailable
+from edgepack.web.browser import WebRunError
+from tests.conftest import EXAMPLES, run_cli
 from tests.web.test_check_backends import _f32, _model, reduce_mean
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path("/usr/bin/chromium").exists() and not os.environ.get("EDGEPACK_CHROMIUM"):
-        unavailable("no Chromium (apt-get install chromium)")
-    with ExitStack() as stack:
-        yield stack.enter_context(open_browser())
 
 
 @pytest.fixture(scope="module")
