@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import time
 from pathlib import Path
 
@@ -15,31 +14,15 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 from tests.conftest import EXAMPLES, IMAGES, run_cli, unavailable
+from tests.deploy.conftest import emulated_userland
 from tests.devices.conftest import deadline  # noqa: F401 - fixture
 
 RUNNER_DIR = "/data/local/tmp/arm"
 
 
-@pytest.fixture(scope="module")
-def aarch64_runner():
-    from edgepack.devices.virtual.emulate import CROSS_CC, unavailable_reason
-    from edgepack.runner.build import build_runner
-
-    reason = unavailable_reason()
-    if reason is None and shutil.which(CROSS_CC) is None:
-        reason = f"{CROSS_CC} is not installed (apt-get install gcc-aarch64-linux-gnu)"
-    if reason:
-        unavailable(reason)
-    return build_runner("linux-aarch64")
-
-
-def _userland() -> str:
-    return "android" if shutil.which("mksh") and shutil.which("toybox") else "host"
-
-
 @pytest.fixture
 def arm_phone(virtual_devices, aarch64_runner):
-    return virtual_devices.start(abi="arm64-v8a", emulate=True, userland=_userland())
+    return virtual_devices.start(abi="arm64-v8a", emulate=True, userland=emulated_userland())
 
 
 def _tensor(path: Path) -> np.ndarray:
@@ -52,7 +35,7 @@ def test_the_shell_runs_aarch64_programs_however_started(virtual_devices, aarch6
     """Without the exec hook the kernel refuses an aarch64 ELF (ENOEXEC) and the shell reads it
     as a script: every way deploy, a lab script or a person starts the runner must reach qemu,
     under mksh and toybox as under a board's /bin/sh and coreutils."""
-    if userland == "android" and _userland() != "android":
+    if userland == "android" and emulated_userland() != "android":
         unavailable("mksh and toybox are not installed (apt-get install mksh toybox)")
     adb = virtual_devices.start(abi="arm64-v8a", emulate=True, userland=userland).adb
     for name in aarch64_runner.push_files:
@@ -160,7 +143,7 @@ def test_runner_fault_applies_to_the_emulated_runner(virtual_devices, aarch64_ru
     device's timeout still kills the hung one through qemu."""
     from edgepack.devices.virtual.faults import Faults
 
-    phone = virtual_devices.start(abi="arm64-v8a", emulate=True, userland=_userland(),
+    phone = virtual_devices.start(abi="arm64-v8a", emulate=True, userland=emulated_userland(),
                                   faults=Faults(runner=mode))
     r = run_cli("deploy", mlp_bundle, "--device", phone.serial, "--timeout", "5")
     assert r.code == 3, r.stderr + r.stdout
@@ -178,7 +161,7 @@ def test_emulate_with_another_abi_is_refused(adb_env, tmp_path):
 
 def test_slowdown_applies_to_the_emulated_runner(virtual_devices, aarch64_runner, mlp_bundle):
     """The slowdown knob's clock_gettime wrapper reaches the guest as an aarch64 build too."""
-    phone = virtual_devices.start(abi="arm64-v8a", emulate=True, userland=_userland())
+    phone = virtual_devices.start(abi="arm64-v8a", emulate=True, userland=emulated_userland())
 
     def median_ms() -> float:
         r = run_cli("deploy", mlp_bundle, "--device", phone.serial, "--iterations", "5",

@@ -5,38 +5,21 @@ Slow: qemu-user runs the runner."""
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import pytest
 
-from tests.conftest import run_cli, unavailable
+from tests.conftest import run_cli
+from tests.deploy.conftest import emulated_userland
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def aarch64_runner():
-    from edgepack.devices.virtual.emulate import CROSS_CC, unavailable_reason
-    from edgepack.runner.build import build_runner
-
-    reason = unavailable_reason()
-    if reason is None and shutil.which(CROSS_CC) is None:
-        reason = f"{CROSS_CC} is not installed (apt-get install gcc-aarch64-linux-gnu)"
-    if reason:
-        unavailable(reason)
-    return build_runner("linux-aarch64")
-
-
-def _userland() -> str:
-    return "android" if shutil.which("mksh") and shutil.which("toybox") else "host"
 
 
 def test_diagnose_on_an_emulated_arm_phone(virtual_devices, aarch64_runner, bundles, tmp_path):
     from edgepack.devices.virtual.faults import Faults
 
     bundle = bundles["resnet20"]
-    phone = virtual_devices.start(abi="arm64-v8a", emulate=True, userland=_userland())
+    phone = virtual_devices.start(abi="arm64-v8a", emulate=True, userland=emulated_userland())
     t0 = time.perf_counter()
     r = run_cli("diagnose", bundle, "--device", phone.serial, "--json", "--timeout", "600")
     wall = time.perf_counter() - t0
@@ -57,7 +40,7 @@ def test_diagnose_on_an_emulated_arm_phone(virtual_devices, aarch64_runner, bund
     adds = [n.name for n in onnx.load(str(bundle / "predict.onnx"),
                                       load_external_data=False).graph.node if n.op_type == "Add"]
     node = adds[len(adds) // 2]
-    faulty = virtual_devices.start(abi="arm64-v8a", emulate=True, userland=_userland(),
+    faulty = virtual_devices.start(abi="arm64-v8a", emulate=True, userland=emulated_userland(),
                                    faults=Faults(runner=f"perturb:{node}:0.05"))
     t0 = time.perf_counter()
     r = run_cli("diagnose", bundle, "--device", faulty.serial, "--json", "--timeout", "600")
