@@ -15,7 +15,7 @@ from tests.lab.test_ab import pack_chain
 def chains(tmp_path_factory):
     out = tmp_path_factory.mktemp("regress-chains")
     return {"short": pack_chain(out, "short", 4), "long": pack_chain(out, "long", 40),
-            "twin": pack_chain(out, "twin", 4)}
+            "twin": pack_chain(out, "twin", 4), "long_twin": pack_chain(out, "long_twin", 40)}
 
 
 def test_run_baseline_interleaves_both_sides_in_one_session(chains, host_runner, tmp_path):
@@ -67,7 +67,9 @@ def test_a_drift_between_two_benches_reads_as_a_regression_but_not_interleaved(
 
     dev = virtual_devices.start()
     target = device_target(AdbDevice(dev.serial))
-    base, twin = load_bundle(chains["short"]), load_bundle(chains["twin"])
+    # The 40-layer chain: on the 4-layer one an iteration takes ~9 us, where timer noise made
+    # even a 30 % drift's interval over 3 runs a side too wide to call (seen once in CI).
+    base, twin = load_bundle(chains["long"]), load_bundle(chains["long_twin"])
     params = BenchParams(repeat=3, iterations=20, probe_state=False)
 
     class DriftAt(BenchListener):
